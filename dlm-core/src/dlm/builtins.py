@@ -1,0 +1,8 @@
+"""Core's own plugin: the defaults, registered through the same hooks as any plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dlm.hookspecs import hookimpl
+from dlm.records import Exporter

@@ -1,0 +1,59 @@
+"""The click group: plugin commands, and turning errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from dlm.cli.output import err_console
+from dlm.errors import DlmError
+
+
+class DlmGroup(click.Group):
+    """Adds plugin commands on first use and renders :class:`DlmError` without tracebacks."""
+
+    _plugin_commands_loaded = False
+
+    def _load_plugin_commands(self) -> None:
+        if self._plugin_commands_loaded:
+            return
+        self._plugin_commands_loaded = True
+        from dlm.plugins import get_plugin_manager
+
+        pm, infos = get_plugin_manager()
+        by_name = {info.name: info for info in infos}
+        for impl in pm.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(self)
+            except Exception as exc:  # one plugin's bad command must not break the CLI
+                info = by_name.get(impl.plugin_name)
+                if info is not None and info.error is None:
+                    info.error = f"register_commands: {type(exc).__name__}: {exc}"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            self._load_plugin_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        verbose = "--verbose" in sys.argv or "-v" in sys.argv[1:2]
+        try:
+            return super().invoke(ctx)
+        except DlmError as exc:
+            verbose = verbose or bool((ctx.obj or {}).get("verbose"))
+            if verbose:
+                err_console.print(traceback.format_exc(), markup=False, highlight=False)
+            err_console.print(exc.render(), style="bold red", markup=False, highlight=False)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("interrupted", style="bold red")
+            ctx.exit(130)

@@ -1,0 +1,47 @@
+"""``dlm plugins``: what is installed, what each plugin implements, what failed."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import click
+
+from dlm.cli.output import console
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List plugins: distribution, version, hooks, what they register, load errors."""
+    from dlm.plugins import get_registry
+
+    registry = get_registry()
+    provides: dict[str, list[str]] = {}
+    for thing, plugin in sorted(registry.provider.items()):
+        provides.setdefault(plugin, []).append(thing)
+    rows = []
+    for info in registry.plugins:
+        row = attrs.asdict(info)
+        row.pop("error_detail")
+        row["provides"] = provides.get(info.name, [])
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="dlm plugins")
+    for column in ("plugin", "distribution", "version", "hooks", "provides", "error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["name"] + (" (built-in)" if row["builtin"] else ""),
+            row["distribution"],
+            row["version"],
+            ", ".join(row["hooks"]),
+            ", ".join(row["provides"]),
+            row["error"] or "",
+            style="red" if row["error"] else None,
+        )
+    console.print(table)

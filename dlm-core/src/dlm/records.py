@@ -1,0 +1,223 @@
+"""Records passed across the plugin contract.
+
+Plain, frozen ``attrs`` classes (serialised with ``cattrs``): a plugin builds
+them, core reads them. Nothing here imports torch, so listing plugins and
+bases stays fast.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from dlm.family import Family
+
+
+# --------------------------------------------------------------------------- bases
+
+
+@attrs.frozen
+class ImageGeometry:
+    """How a base sees an image.
+
+    ``width``/``height`` is the size every image is resized to before the
+    processor (``resize="pinned"``), or the tile size when the base tiles
+    (``resize="tiles"``, up to ``max_tiles`` tiles plus a thumbnail).
+    ``tokens_per_image`` is the number of placeholder tokens one image (or
+    one tile) expands to in the language model's sequence.
+    """
+
+    width: int
+    height: int
+    tokens_per_image: int
+    image_token: str
+    resize: str = "pinned"  # "pinned" | "tiles"
+    max_tiles: int = 1
+
+    def max_image_tokens(self) -> int:
+        if self.resize == "tiles":
+            # tiles plus the thumbnail tile
+            return self.tokens_per_image * (self.max_tiles + (1 if self.max_tiles > 1 else 0))
+        return self.tokens_per_image
+
+
+@attrs.frozen
+class TextConfig:
+    """The language model's real hyperparameters (from its ``config.json``)."""
+
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    num_kv_heads: int
+    vocab_size: int
+    max_position: int
+
+
+@attrs.frozen
+class VisionConfig:
+    """The vision tower's real hyperparameters.
+
+    ``patches_per_image`` is the sequence length inside the tower for one
+    image (or tile), before any merging into LM tokens.
+    """
+
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    patches_per_image: int
+
+
+@attrs.frozen
+class ParamCounts:
+    total: int
+    vision: int  # vision tower + projector
+    language: int
+
+
+@attrs.frozen
+class BaseSpec:
+    """One registry row: a base model a document can name in ``base_model``."""
+
+    key: str
+    family: str
+    hub_id: str
+    revision: str
+    architecture: str
+    license: str
+    image: ImageGeometry
+    text: TextConfig
+    vision: VisionConfig
+    params: ParamCounts
+    context_length: int
+    license_url: str | None = None
+    gated: bool = False  # needs --i-accept-license (licence acceptance recorded)
+    redistributable: bool = True  # may an export bundle the base weights?
+    tiny: bool = False  # offline toy base built locally
+    cuda_first: bool = False  # refused on Apple Silicon unless --force
+    description: str = ""
+    extra: dict[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
+
+
+# --------------------------------------------------------------------- examples
+
+
+@attrs.frozen
+class ImageRef:
+    """An image as training and prompting see it: bytes in the blob store."""
+
+    sha256: str
+    blob_path: Path
+    source: str  # the path as the document wrote it
+
+
+class ExampleKind(enum.StrEnum):
+    CAPTION = "caption"  # (image, caption prompt) -> caption
+    QA = "qa"  # (image, question) -> answer
+    TEXT_QA = "text-qa"  # question -> answer, no image
+    TEXT = "text"  # prose, language modelling, no image
+
+    @property
+    def has_image(self) -> bool:
+        return self in (ExampleKind.CAPTION, ExampleKind.QA)
+
+
+@attrs.frozen
+class TrainingExample:
+    """One supervised example built from the document's sections.
+
+    ``origin`` is ``path:line`` of the section it came from; ``section_id``
+    its identity hash. Labels cover ``completion`` (and the end-of-turn
+    token) only; for ``TEXT`` the prompt is empty and the prose is the
+    completion.
+    """
+
+    section_id: str
+    origin: str
+    kind: ExampleKind
+    prompt: str
+    completion: str
+    images: tuple[ImageRef, ...] = ()
+    system_prompt: str | None = None
+
+
+@attrs.frozen
+class TokenCount:
+    """Token budget of one example as the family's processor counts it."""
+
+    image: int
+    prompt: int
+    completion: int
+
+    @property
+    def total(self) -> int:
+        return self.image + self.prompt + self.completion
+
+
+# ---------------------------------------------------------------------- exports
+
+
+class Verdict(enum.StrEnum):
+    SUPPORTED = "SUPPORTED"
+    PARTIAL = "PARTIAL"
+    UNSUPPORTED = "UNSUPPORTED"
+
+
+@attrs.frozen
+class ProbeResult:
+    verdict: Verdict
+    reason: str = ""
+    detail: dict[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
+
+
+@attrs.frozen
+class ExportRequest:
+    """Everything an exporter needs; it writes only inside ``out_dir``.
+
+    ``out_dir`` is a staging directory: the dispatcher renames it into place
+    when ``export`` returns, and deletes it when it raises, so an exporter
+    never leaves a half-written export behind.
+    """
+
+    document: Path
+    dlm_id: str
+    base: BaseSpec
+    family: Family
+    base_dir: Path  # materialized base weights (from Family.materialize)
+    adapter_dir: Path  # the committed adapter version
+    adapter_version: str  # "v0001"
+    training_run: dict[str, Any]
+    out_dir: Path
+    system_prompt: str | None
+    export_settings: dict[str, Any]
+    options: dict[str, Any]  # target-specific CLI options (quant, smoke, strict...)
+    smoke_examples: tuple[TrainingExample, ...] = ()
+
+
+@attrs.frozen
+class ExportResult:
+    """What an exporter wrote. Paths are relative to ``out_dir``."""
+
+    files: tuple[str, ...]
+    primary: str  # the artifact to show the user first
+    manifest: dict[str, Any] = attrs.field(factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+class Exporter:
+    """Base class for export targets (register through ``register_exporters``)."""
+
+    name: str = ""
+    description: str = ""
+
+    def probe(self, base: BaseSpec) -> ProbeResult:
+        """Can this target export ``base``? Must be cheap and offline."""
+        return ProbeResult(Verdict.SUPPORTED)
+
+    def export(self, request: ExportRequest) -> ExportResult:  # pragma: no cover - interface
+        raise NotImplementedError
