@@ -37,7 +37,10 @@ class TrainingSettings:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: str | tuple[str, ...] | None = None
-    sequence_len: int = 2048
+    #: ``None``: fit the longest example (never truncating image tokens), up
+    #: to the base's context length. A number is a hard budget: an example
+    #: that does not fit is an error.
+    sequence_len: int | None = None
     micro_batch_size: int | None = None
     grad_accum: int | None = None
     learning_rate: float = 2e-4
