@@ -6,3 +6,10 @@ from collections.abc import Callable
 
 from dlm.hookspecs import hookimpl
 from dlm.records import Exporter
+
+
+@hookimpl
+def register_exporters(register: Callable[[Exporter], None]) -> None:
+    from dlm.engine.hf_snapshot import HFSnapshotExporter
+
+    register(HFSnapshotExporter())

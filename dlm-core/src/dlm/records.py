@@ -215,6 +215,10 @@ class Exporter:
     name: str = ""
     description: str = ""
 
+    def output_name(self, options: dict[str, Any]) -> str:
+        """The folder under ``exports/`` this export writes (e.g. ``gguf-q4_k_m``)."""
+        return self.name
+
     def probe(self, base: BaseSpec) -> ProbeResult:
         """Can this target export ``base``? Must be cheap and offline."""
         return ProbeResult(Verdict.SUPPORTED)

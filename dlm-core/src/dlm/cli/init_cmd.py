@@ -1,0 +1,91 @@
+"""``dlm init``: scaffold a new .dlm document."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import click
+
+from dlm.cli.output import console
+from dlm.errors import UnknownBaseError, UsageError
+
+DEFAULT_BASE = "paligemma-3b-mix-224"
+
+SAMPLE_BODY = """\
+Notes about the figures in this folder. Prose like this trains text-only
+where the base supports it.
+
+::image path="figures/your-image.png" alt="your figure"::
+Describe the figure here: this text is its caption, and the adapter learns
+to answer with it when shown the image.
+
+::instruction::
+### Q
+What does this figure show?
+
+### A
+Replace this with the answer the adapter should give for this image.
+"""
+
+
+@click.command("init")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--multimodal",
+    is_flag=True,
+    help=f"Scaffold for a vision-language base (the default base is then {DEFAULT_BASE}).",
+)
+@click.option("--base", "base_key", metavar="KEY", help="Base model key (see `dlm plugins`).")
+@click.option("--i-accept-license", "accept_license", is_flag=True, help="Accept a gated base's licence.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(path: Path, multimodal: bool, base_key: str | None, accept_license: bool, force: bool) -> None:
+    """Create a new .dlm document with a sample image section and bound Q/A.
+
+    Every dlm base is vision-language, so --multimodal only states the
+    intent; the scaffold always carries an ::image:: section.
+    """
+    from ulid import ULID
+
+    from dlm.format import render_new_document
+    from dlm.format.document import Frontmatter
+    from dlm.plugins import get_registry
+    from dlm.store.atomic import atomic_write_text
+    from dlm.store.manifest import load_manifest, save_manifest
+    from dlm.store.paths import StorePaths
+
+    key = base_key or DEFAULT_BASE
+    registry = get_registry()
+    try:
+        base = registry.base(key)
+    except UnknownBaseError as exc:
+        raise UsageError(exc.message, hint=exc.hint, subject="init") from None
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists", hint="pass --force to overwrite it", subject="init")
+    if base.gated and not accept_license:
+        raise UsageError(
+            f"base {key} is under the {base.license} licence, which must be accepted"
+            + (f" ({base.license_url})" if base.license_url else ""),
+            hint="re-run with --i-accept-license once you have read and accepted it",
+            subject="license",
+        )
+    dlm_id = str(ULID())
+    frontmatter = Frontmatter(dlm_id=dlm_id, base_model=key)
+    if base.gated:
+        paths = StorePaths.for_id(dlm_id)
+        manifest = load_manifest(paths)
+        manifest.base_model = key
+        manifest.document = str(path.resolve())
+        manifest.license_acceptances[key] = {
+            "license": base.license,
+            "accepted_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "by": "dlm init --i-accept-license",
+        }
+        save_manifest(paths, manifest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, render_new_document(frontmatter, SAMPLE_BODY))
+    console.print(f"wrote {path} (dlm_id {dlm_id}, base {key})")
+    console.print(
+        "next: put an image at figures/your-image.png (relative to the document), "
+        f"edit the caption and Q/A, then `dlm train {path}`"
+    )

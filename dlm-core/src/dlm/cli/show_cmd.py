@@ -1,0 +1,130 @@
+"""``dlm show``: what a document holds, what will train, and the store's state.
+
+Imports no torch: it must answer in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+
+from dlm.cli.output import console
+
+
+def _store_state(prepared: Any) -> dict[str, Any]:
+    from dlm.store.adapters import current_version, list_versions
+    from dlm.store.lock import StoreLock
+    from dlm.store.manifest import load_manifest
+
+    paths = prepared.paths
+    manifest = load_manifest(paths) if paths.manifest.exists() else None
+    return {
+        "path": str(paths.root),
+        "exists": paths.root.exists(),
+        "current": current_version(paths) if paths.root.exists() else None,
+        "versions": list_versions(paths) if paths.root.exists() else [],
+        "exports": sorted(manifest.exports) if manifest else [],
+        "blobs": len(manifest.blobs) if manifest else 0,
+        "locked_by": StoreLock.held_by(paths.lock_file) if paths.root.exists() else None,
+    }
+
+
+@click.command("show")
+@click.argument("doc", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--allow-outside", is_flag=True, help="Allow image paths outside the document's folder.")
+def show(doc: Path, as_json: bool, allow_outside: bool) -> None:
+    """Show a document: id, base, sections, images, what will train, store state."""
+    from dlm.engine.prepare import prepare_document
+
+    prepared = prepare_document(doc, allow_outside=allow_outside)
+    fm = prepared.doc.frontmatter
+    counts: dict[str, int] = {}
+    for section in prepared.doc.sections:
+        counts[section.kind] = counts.get(section.kind, 0) + 1
+    images = []
+    for image in prepared.images:
+        section = prepared.doc.sections[image.section_index]
+        images.append(
+            {
+                "path": image.source,
+                "sha256": image.sha256,
+                "size": image.size,
+                "width": image.width,
+                "height": image.height,
+                "alt": getattr(section, "alt", None),
+                "caption": bool(getattr(section, "caption", "").strip()),
+                "from_source": getattr(section, "from_source", None),
+            }
+        )
+    data = {
+        "document": str(doc),
+        "dlm_id": fm.dlm_id,
+        "dlm_version": fm.dlm_version,
+        "base": {
+            "key": prepared.base.key,
+            "family": prepared.base.family,
+            "hub_id": prepared.base.hub_id,
+            "revision": prepared.base.revision,
+        },
+        "sections": counts,
+        "images": images,
+        "training": {
+            "examples": len(prepared.example_set.examples),
+            "by_kind": _by_kind(prepared),
+            "outcomes": [attrs.asdict(o) for o in prepared.example_set.outcomes],
+        },
+        "store": _store_state(prepared),
+    }
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    _print_human(data, prepared)
+
+
+def _by_kind(prepared: Any) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for example in prepared.example_set.examples:
+        kinds[example.kind.value] = kinds.get(example.kind.value, 0) + 1
+    return kinds
+
+
+def _print_human(data: dict[str, Any], prepared: Any) -> None:
+    from rich.table import Table
+
+    from dlm.engine.report import outcomes_table
+
+    base = data["base"]
+    console.print(f"[bold]{data['document']}[/bold]  id {data['dlm_id']}  schema v{data['dlm_version']}")
+    console.print(f"base {base['key']} ({base['hub_id']} @ {base['revision'][:12]})")
+    console.print("sections: " + ", ".join(f"{n} {k}" for k, n in sorted(data["sections"].items())))
+    if data["images"]:
+        table = Table(title="images", title_justify="left")
+        for column in ("path", "sha256", "size", "pixels", "caption"):
+            table.add_column(column)
+        for image in data["images"]:
+            table.add_row(
+                image["path"],
+                image["sha256"][:12],
+                f"{image['size']:,} B",
+                f"{image['width']}×{image['height']}",
+                "yes" if image["caption"] else "no",
+            )
+        console.print(table)
+    console.print(outcomes_table(prepared.example_set))
+    store = data["store"]
+    if not store["exists"]:
+        console.print(f"store: {store['path']} (not created yet: `dlm train` creates it)")
+        return
+    console.print(
+        f"store: {store['path']} · current {store['current'] or 'none'} · "
+        f"versions {', '.join(store['versions']) or 'none'} · "
+        f"exports {', '.join(store['exports']) or 'none'} · {store['blobs']} blobs"
+    )
+    if store["locked_by"]:
+        holder = store["locked_by"]
+        console.print(f"[yellow]locked by pid {holder.get('pid')} ({holder.get('command')})[/yellow]")

@@ -1,0 +1,101 @@
+"""Images of a document → verified files → blobs.
+
+Checking and storing are separate steps so that a bad document (a missing,
+corrupt or out-of-folder image) fails before anything is written to the
+store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import attrs
+
+from dlm.errors import DocumentError, StoreError
+from dlm.format import resolve_document_path
+from dlm.format.document import Document, ImageSection
+from dlm.records import ImageRef
+from dlm.store.blobs import BlobStore
+from dlm.store.images import verify_image
+
+
+@attrs.frozen
+class CheckedImage:
+    section_index: int
+    source: str  # as written in the document
+    path: Path
+    sha256: str
+    size: int
+    width: int
+    height: int
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_images(doc: Document, *, allow_outside: bool = False) -> list[CheckedImage]:
+    """Resolve, decode and hash every image section; raise at the first bad one.
+
+    Errors name the image and the document line that referenced it.
+    """
+    checked: list[CheckedImage] = []
+    for index, section in enumerate(doc.sections):
+        if not isinstance(section, ImageSection):
+            continue
+        path = resolve_document_path(doc, section.path, section.line, allow_outside=allow_outside)
+        where = f"from training.sources {section.from_source!r}" if section.from_source else None
+        if not path.is_file():
+            raise DocumentError(
+                doc.display_path,
+                section.line,
+                1,
+                f"image not found: {section.path}" + (f" ({where})" if where else ""),
+                hint="drop the image at that path, or edit the ::image path=\"…\":: fence",
+            )
+        try:
+            info = verify_image(path)
+        except StoreError as exc:
+            raise DocumentError(
+                doc.display_path,
+                section.line,
+                1,
+                f"{section.path}: {exc.message}",
+                hint="replace it with a readable PNG/JPEG/WebP image, or remove the section",
+            ) from exc
+        checked.append(
+            CheckedImage(
+                section_index=index,
+                source=section.path,
+                path=path,
+                sha256=_sha256_file(path),
+                size=path.stat().st_size,
+                width=info.width,
+                height=info.height,
+            )
+        )
+    return checked
+
+
+def store_images(checked: list[CheckedImage], blobs: BlobStore) -> dict[int, ImageRef]:
+    """Copy checked images into the blob store (identical bytes stored once)."""
+    refs: dict[int, ImageRef] = {}
+    for image in checked:
+        sha = blobs.put_file(image.path)
+        refs[image.section_index] = ImageRef(
+            sha256=sha, blob_path=blobs.path_for(sha), source=image.source
+        )
+    return refs
+
+
+def refs_without_storing(checked: list[CheckedImage]) -> dict[int, ImageRef]:
+    """Image refs pointing at the original files (planning, ``dlm show``: no writes)."""
+    return {
+        image.section_index: ImageRef(sha256=image.sha256, blob_path=image.path, source=image.source)
+        for image in checked
+    }

@@ -1,0 +1,420 @@
+"""``dlm train``: a document → a committed LoRA adapter version.
+
+Order matters for the user: everything that can fail on bad input
+(document, images, base, licence, token budget, plan) fails before the
+store lock is taken, before anything is written and before the model
+loads. Then, under the lock for the whole run: blobs, model, training,
+and the two-phase commit. An interrupted or crashed run never touches
+``current.txt``: the last committed version stays current.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from contextlib import nullcontext
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+from rich.console import Console
+
+from dlm.engine.budget import Budget, check_budget
+from dlm.engine.examples import ExampleSet, build_examples
+from dlm.engine.ingest import store_images
+from dlm.engine.prepare import PreparedDocument, prepare_document
+from dlm.engine.report import print_outcomes, print_plan
+from dlm.errors import DlmError, TrainError, UsageError
+from dlm.records import TrainingExample
+from dlm.store.adapters import commit_adapter, current_version
+from dlm.store.blobs import BlobStore
+from dlm.store.lock import StoreLock
+from dlm.store.manifest import load_manifest, save_manifest
+from dlm.store.paths import dlm_home
+
+
+class TrainInterrupted(TrainError):
+    exit_code = 130
+
+
+@attrs.frozen
+class TrainOptions:
+    force: bool = False
+    allow_outside: bool = False
+    accept_license: bool = False
+    assume: str | None = None  # plan for an assumed host (see dlm doctor --assume)
+
+
+@attrs.frozen
+class TrainResult:
+    version: str
+    steps: int
+    final_loss: float
+    seconds: float
+    startup_seconds: float
+    adapter_dir: Path
+    log_path: Path
+    plot_path: Path | None
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_license(prepared: PreparedDocument, accept_license: bool) -> dict[str, Any] | None:
+    """A gated base needs ``--i-accept-license`` (or an acceptance recorded at ``dlm init``)."""
+    base = prepared.base
+    if not base.gated:
+        return None
+    manifest = load_manifest(prepared.paths)
+    recorded = manifest.license_acceptances.get(base.key)
+    if recorded:
+        return dict(recorded)
+    if not accept_license:
+        raise UsageError(
+            f"base {base.key} is under the {base.license} licence, which must be accepted"
+            + (f" ({base.license_url})" if base.license_url else ""),
+            hint="re-run with --i-accept-license once you have read and accepted it",
+            subject="license",
+        )
+    return {"license": base.license, "accepted_at": _now(), "by": "dlm train --i-accept-license"}
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("dlm-core", "torch", "transformers", "peft", "accelerate", "trl"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _precision_dtype(precision: str) -> Any:
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class _ImageCache:
+    """Decoded, family-prepared images by blob sha: each image is decoded once per run."""
+
+    def __init__(self, prepared: PreparedDocument):
+        self._prepared = prepared
+        self._images: dict[str, Any] = {}
+
+    def get(self, example: TrainingExample) -> list[Any]:
+        from PIL import Image
+
+        out = []
+        for ref in example.images:
+            if ref.sha256 not in self._images:
+                with Image.open(ref.blob_path) as img:
+                    img.load()
+                    self._images[ref.sha256] = self._prepared.family.prepare_image(
+                        self._prepared.base, img
+                    )
+            out.append(self._images[ref.sha256])
+        return out
+
+
+def _move(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
+def _plot_loss(log_rows: list[dict[str, Any]], out: Path, title: str) -> Path | None:
+    if not log_rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot([r["step"] for r in log_rows], [r["loss"] for r in log_rows], linewidth=1.5)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def run_training(doc_path: str | Path, options: TrainOptions, console: Console) -> TrainResult:
+    started = time.monotonic()
+    prepared = prepare_document(doc_path, allow_outside=options.allow_outside)
+    acceptance = check_license(prepared, options.accept_license)
+    print_outcomes(prepared.example_set, console)
+    examples = prepared.example_set.examples
+    if not examples:
+        raise TrainError(
+            "nothing to train: no section of the document became a training example",
+            hint="add a caption under an ::image:: fence, or an ::instruction:: right after it",
+        )
+
+    from dlm.hardware.host import assume_host, probe_host
+    from dlm.hardware.plan import plan_training
+
+    family, base = prepared.family, prepared.base
+    with console.status(f"preparing base {base.key}…"):
+        base_dir = family.materialize(base, dlm_home())
+        processor = family.load_processor(base, base_dir)
+        image_settings = family.image_settings(base, processor)
+    budget = check_budget(prepared.doc, base, family, processor, examples)
+    host = assume_host(options.assume) if options.assume else probe_host()
+    settings = prepared.doc.frontmatter.training
+    plan = plan_training(
+        base,
+        host,
+        example_tokens=[c.total for c in budget.counts],
+        example_images=[len(e.images) for e in examples],
+        settings=settings,
+        force=options.force,
+        processes=1,
+    )
+    print_plan(plan, budget, console)
+
+    paths = prepared.paths
+    with StoreLock(paths.lock_file, command="dlm train"):
+        blobs = BlobStore(paths.blobs)
+        refs = store_images(list(prepared.images), blobs)
+        example_set = build_examples(prepared.doc, family, refs)
+        manifest = load_manifest(paths)
+        manifest.document = str(Path(doc_path).resolve())
+        manifest.base_model = base.key
+        for image in prepared.images:
+            entry = manifest.blobs.get(image.sha256)
+            if entry is None:
+                from dlm.store.manifest import BlobEntry
+
+                manifest.blobs[image.sha256] = BlobEntry(size=image.size, sources=[image.source])
+            elif image.source not in entry.sources:
+                entry.sources.append(image.source)
+        if acceptance is not None:
+            manifest.license_acceptances.setdefault(base.key, acceptance)
+        save_manifest(paths, manifest)
+
+        return _train_and_commit(
+            prepared=prepared,
+            example_set=example_set,
+            budget=budget,
+            plan=plan,
+            base_dir=base_dir,
+            processor=processor,
+            image_settings=image_settings,
+            options=options,
+            console=console,
+            started=started,
+        )
+
+
+def _train_and_commit(
+    *,
+    prepared: PreparedDocument,
+    example_set: ExampleSet,
+    budget: Budget,
+    plan: Any,
+    base_dir: Path,
+    processor: Any,
+    image_settings: dict[str, Any],
+    options: TrainOptions,
+    console: Console,
+    started: float,
+) -> TrainResult:
+    import torch
+    from accelerate import Accelerator
+    from transformers import get_scheduler
+
+    from dlm.engine.lora import attach_lora
+    from dlm.engine.progress import TrainProgress
+
+    family, base, paths = prepared.family, prepared.base, prepared.paths
+    settings = prepared.doc.frontmatter.training
+    examples = list(example_set.examples)
+    previous = current_version(paths)
+
+    _seed_everything(settings.seed)
+    if plan.precision == "fp32":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    mixed = {"bf16": "bf16", "fp16": "fp16"}.get(plan.precision, "no")
+    accelerator = Accelerator(mixed_precision=mixed, cpu=plan.host.backend == "cpu")
+    with console.status(f"loading {base.key}…"):
+        model = family.load_model(base, base_dir, _precision_dtype(plan.precision), "cpu")
+        if plan.checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        _seed_everything(settings.seed)  # LoRA init draws from the RNG
+        model = attach_lora(model, base, family, settings)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.0)
+
+    micro = plan.micro_batch
+    accum = plan.grad_accum
+    micro_batches_per_epoch = math.ceil(len(examples) / micro)
+    steps_per_epoch = math.ceil(micro_batches_per_epoch / accum)
+    total_steps = steps_per_epoch * settings.num_epochs
+    scheduler = get_scheduler(
+        settings.lr_scheduler,
+        optimizer,
+        num_warmup_steps=int(settings.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    images = _ImageCache(prepared)
+    run_stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    log_path = paths.logs / f"train-{run_stamp}.jsonl"
+    log_rows: list[dict[str, Any]] = []
+    generator = torch.Generator().manual_seed(settings.seed)
+    step = 0
+    seen = 0
+    first_step_at: float | None = None
+    loop_started = time.monotonic()
+    last_loss = float("nan")
+
+    try:
+        with log_path.open("w") as log, TrainProgress(console, total_steps) as progress:
+            for epoch in range(settings.num_epochs):
+                order = torch.randperm(len(examples), generator=generator).tolist()
+                chunks = [order[i : i + micro] for i in range(0, len(order), micro)]
+                for group_start in range(0, len(chunks), accum):
+                    group = chunks[group_start : group_start + accum]
+                    group_examples = sum(len(c) for c in group)
+                    step_loss = 0.0
+                    for i, chunk in enumerate(group):
+                        batch_examples = [examples[j] for j in chunk]
+                        batch = family.collate(
+                            base,
+                            processor,
+                            batch_examples,
+                            [images.get(e) for e in batch_examples],
+                        )
+                        batch = _move(batch, accelerator.device)
+                        weight = len(chunk) / group_examples
+                        is_last = i == len(group) - 1
+                        ctx = accelerator.no_sync(model) if not is_last else nullcontext()
+                        with ctx, accelerator.autocast():
+                            loss = model(**batch).loss * weight
+                        accelerator.backward(loss)
+                        step_loss += float(loss.detach())
+                    accelerator.clip_grad_norm_(trainable, 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    seen += group_examples
+                    if first_step_at is None:
+                        first_step_at = time.monotonic()
+                    elapsed = time.monotonic() - loop_started
+                    last_loss = step_loss
+                    row = {
+                        "step": step,
+                        "epoch": epoch + 1,
+                        "loss": round(step_loss, 6),
+                        "lr": scheduler.get_last_lr()[0],
+                        "samples": seen,
+                        "samples_per_s": round(seen / elapsed, 3) if elapsed > 0 else None,
+                        "elapsed_s": round(elapsed, 3),
+                    }
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    log_rows.append(row)
+                    progress.advance(step_loss, row["samples_per_s"])
+    except KeyboardInterrupt:
+        kept = f"{previous} remains current" if previous else "no adapter was committed"
+        raise TrainInterrupted(
+            f"interrupted at step {step}/{total_steps}; nothing was committed, {kept}",
+            hint="run `dlm train` again to start over",
+        ) from None
+    except DlmError:
+        raise
+    except Exception as exc:
+        kept = f"{previous} remains current" if previous else "no adapter was committed"
+        raise TrainError(
+            f"training failed at step {step}: {type(exc).__name__}: {exc}; {kept}",
+            hint="re-run with --verbose for the traceback",
+        ) from exc
+
+    plot_path = _plot_loss(log_rows, log_path.with_suffix(".png"), f"{base.key} · {paths.root.name}")
+    startup = (first_step_at - started) if first_step_at else 0.0
+    unwrapped = accelerator.unwrap_model(model)
+    training_run = {
+        "dlm_id": prepared.doc.frontmatter.dlm_id,
+        "document": str(prepared.doc.path),
+        "base": {
+            "key": base.key,
+            "hub_id": base.hub_id,
+            "revision": base.revision,
+            "architecture": base.architecture,
+            "family": base.family,
+        },
+        "image_geometry": attrs.asdict(base.image),
+        "image_settings": image_settings,
+        "hyperparameters": {
+            **{k: v for k, v in attrs.asdict(settings).items() if k != "sources"},
+            "target_modules": _jsonable(settings.target_modules)
+            if settings.target_modules is not None
+            else family.lora_target_modules(base),
+            "sequence_len": budget.sequence_len,
+        },
+        "plan": plan.to_dict(),
+        "force": options.force,
+        "world_size": accelerator.num_processes,
+        "seed": settings.seed,
+        "data": {
+            "examples": len(examples),
+            "sections": sorted({e.section_id for e in examples}),
+            "images": sorted({ref.sha256 for e in examples for ref in e.images}),
+        },
+        "results": {
+            "steps": step,
+            "final_loss": last_loss,
+            "seconds": round(time.monotonic() - loop_started, 3),
+            "startup_to_first_step_s": round(startup, 3),
+            "log": str(log_path),
+        },
+        "versions": _library_versions(),
+        "started_at": _dt.datetime.fromtimestamp(time.time() - (time.monotonic() - started), _dt.UTC)
+        .strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "finished_at": _now(),
+    }
+    with commit_adapter(paths, meta={"base": base.key, "steps": step}) as staging:
+        unwrapped.save_pretrained(str(staging), safe_serialization=True)
+        (staging / "README.md").unlink(missing_ok=True)  # PEFT's model card; the snapshot writes its own
+        (staging / "training_run.json").write_text(json.dumps(training_run, indent=2, sort_keys=True))
+    version = current_version(paths)
+    assert version is not None
+    adapter_dir = paths.version_dir(version)
+    return TrainResult(
+        version=version,
+        steps=step,
+        final_loss=last_loss,
+        seconds=time.monotonic() - loop_started,
+        startup_seconds=startup,
+        adapter_dir=adapter_dir,
+        log_path=log_path,
+        plot_path=plot_path,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
