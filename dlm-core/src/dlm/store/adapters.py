@@ -125,18 +125,19 @@ def stale_staging(paths: StorePaths) -> list[Path]:
 
 
 def unrecorded_versions(paths: StorePaths) -> list[str]:
-    """Version directories with no manifest entry that are not current.
+    """Version directories a crashed commit left between rename and manifest.
 
-    Only a commit killed between its rename and its manifest write leaves
-    one: it was never current, and without recorded hashes it cannot be
-    verified.
+    Such a directory has no manifest entry, is not current, and is numbered
+    above every recorded version (numbers only grow). Anything else without
+    an entry (say a manifest restored from a backup) is left alone.
     """
     versions = list_versions(paths)
     if not versions:
         return []
     recorded = load_manifest(paths).adapters
     current = current_version(paths)
-    return [v for v in versions if v not in recorded and v != current]
+    newest = max((_number(v) for v in recorded if VERSION_RE.match(v)), default=0)
+    return [v for v in versions if v not in recorded and v != current and _number(v) > newest]
 
 
 def gc_staging(paths: StorePaths) -> list[Path]:

@@ -71,9 +71,16 @@ def _since(started: object) -> str:
     return local.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _command(command: object) -> str:
+    """``dlm train`` whether the holder recorded "train" or "dlm train"."""
+    text = str(command) if command else "?"
+    return text if text.startswith("dlm") else f"dlm {text}"
+
+
 def describe_holder(info: dict[str, Any]) -> str:
     """``pid 1234 (dlm train, since 10:02:11)`` (plus the host when it is not ours)."""
-    text = f"pid {info.get('pid', '?')} (dlm {info.get('command', '?')}, since {_since(info.get('started'))})"
+    since = _since(info.get("started"))
+    text = f"pid {info.get('pid', '?')} ({_command(info.get('command'))}, since {since})"
     host = info.get("host")
     if host and host != socket.gethostname():
         text += f" on {host}"
@@ -135,8 +142,8 @@ class StoreLock:
         with _held_guard:
             if key in _held:
                 raise LockHeldError(
-                    f"this process already holds the store lock (dlm {_held[key]}); "
-                    f"cannot take it again for dlm {self.command}",
+                    f"this process already holds the store lock ({_command(_held[key])}); "
+                    f"cannot take it again for {_command(self.command)}",
                     hint="this is a bug in dlm or a plugin: report it with --verbose output",
                 )
             self.lock_file.parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +222,7 @@ class StoreLock:
 
     def _report_takeover(self, previous: dict[str, Any]) -> None:
         pid = previous.get("pid", "?")
-        what = f"dlm {previous.get('command', '?')}, since {_since(previous.get('started'))}"
+        what = f"{_command(previous.get('command'))}, since {_since(previous.get('started'))}"
         host = previous.get("host")
         if host and host != socket.gethostname():
             message = f"took over a lock left by pid {pid} on {host} ({what})"

@@ -67,13 +67,6 @@ class PendingExport:
     entry: ExportEntry
 
 
-@attrs.frozen
-class LicenseAcceptance:
-    license: str
-    accepted_at: str
-    by: str
-
-
 @attrs.define
 class Manifest:
     dlm_id: str
@@ -85,7 +78,8 @@ class Manifest:
     adapters: dict[str, AdapterEntry] = attrs.field(factory=dict)
     exports: dict[str, ExportEntry] = attrs.field(factory=dict)
     pending_exports: dict[str, PendingExport] = attrs.field(factory=dict)
-    license_acceptances: dict[str, LicenseAcceptance] = attrs.field(factory=dict)
+    # base key -> {"license", "accepted_at", "by"}
+    license_acceptances: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     manifest_version: int = MANIFEST_VERSION
 
     def add_blob(self, sha: str, size: int, source: str) -> None:
@@ -96,8 +90,9 @@ class Manifest:
         elif source not in entry.sources:
             entry.sources.append(source)
 
-    def record_license(self, base_key: str, license: str, *, by: str) -> LicenseAcceptance:
-        acceptance = LicenseAcceptance(license=license, accepted_at=now_iso(), by=by)
+    def record_license(self, base_key: str, license: str, *, by: str) -> dict[str, Any]:
+        """Record that ``by`` (e.g. "dlm init --i-accept-license") accepted ``license``."""
+        acceptance = {"license": license, "accepted_at": now_iso(), "by": by}
         self.license_acceptances[base_key] = acceptance
         return acceptance
 

@@ -132,7 +132,8 @@ def _check_adapters(paths: StorePaths, manifest: Manifest) -> list[Problem]:
                 Problem(
                     "unrecorded",
                     str(directory),
-                    "left by an interrupted commit (never current); safe to delete",
+                    "not recorded in the manifest, so it cannot be checked (an interrupted "
+                    "commit leaves one; the next commit removes it)",
                     WARNING,
                 )
             )
