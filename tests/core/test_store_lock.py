@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dlm.errors import LockHeldError
+from dlm.errors import LockHeldError, StoreError
 from dlm.store.lock import StoreLock
 from dlm.store.paths import StorePaths
 from tests.core import store_crash_child as child
@@ -129,3 +129,19 @@ def test_default_notice_goes_to_stderr(
         pass
     err = capsys.readouterr().err
     assert "took over a lock left by dead pid 999999999 (dlm train, since 2024-01-02" in err
+
+
+def test_filesystem_without_locks_is_a_store_error(
+    paths: StorePaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(StoreError, match=r"cannot lock .*No locks available") as info:
+        StoreLock(paths.lock_file, command="train").acquire()
+    assert "local filesystem" in (info.value.hint or "")
+    assert not StoreLock.held_here(paths.lock_file)

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from dlm.errors import LockHeldError
+from dlm.errors import LockHeldError, StoreError
 from dlm.store._process import pid_alive
 
 Notice = Callable[[str], None]
@@ -162,6 +162,12 @@ class StoreLock:
                 raise LockHeldError(
                     f"store is locked by {who}",
                     hint="wait for it to finish, or stop it",
+                ) from None
+            except OSError as exc:
+                os.close(fd)
+                raise StoreError(
+                    f"cannot lock {self.lock_file}: {exc.strerror or exc}",
+                    hint="put DLM_HOME on a local filesystem that supports file locks",
                 ) from None
             except BaseException:
                 os.close(fd)
