@@ -21,12 +21,16 @@ def verify(doc: Path) -> None:
     document = parse_file(doc)
     paths = StorePaths.for_id(document.frontmatter.dlm_id)
     problems = verify_store(paths)
-    if problems:
-        for problem in problems:
-            console.print(f"[red]✗[/red] {problem.kind}: {problem.path}: {problem.message}")
+    for problem in problems:
+        mark = "[red]✗[/red]" if problem.is_error else "[yellow]![/yellow]"
+        console.print(f"{mark} {problem.kind}: {problem.path}: {problem.message}")
+    errors = [p for p in problems if p.is_error]
+    if errors:
         raise DlmError(
-            f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {paths.root}",
+            f"{len(errors)} problem{'s' if len(errors) != 1 else ''} in {paths.root}",
             hint="retrain (`dlm train`) or re-export (`dlm export`) to replace damaged files",
             subject="verify",
         )
-    console.print(f"[green]✓[/green] store {paths.root} is intact")
+    leftovers = len(problems) - len(errors)
+    suffix = f" ({leftovers} leftover{'s' if leftovers != 1 else ''} of interrupted work, cleaned by the next command)" if leftovers else ""
+    console.print(f"[green]✓[/green] store {paths.root} is intact{suffix}")
