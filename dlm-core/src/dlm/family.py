@@ -18,9 +18,17 @@ import, so ``dlm --help`` and ``dlm plugins`` stay fast.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dlm.errors import DlmError
 from dlm.records import BaseSpec, ExampleKind, TokenCount, TrainingExample
 
 if TYPE_CHECKING:
@@ -30,6 +38,25 @@ if TYPE_CHECKING:
 LANGUAGE_MODEL_LINEAR_REGEX = (
     r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 )
+
+#: Written into a built tiny base; a base whose marker names another
+#: revision (an older build recipe) is rebuilt.
+TINY_MARKER = "dlm-tiny.json"
+
+#: What a real base needs from its hub repository: weights as safetensors
+#: only (never pickles), configs, tokenizer and chat template files.
+DOWNLOAD_PATTERNS = (
+    "*.json",
+    "*.safetensors",
+    "*.jinja",
+    "*.txt",
+    "*.model",
+    "*.tiktoken",
+)
+
+# Estimated characters per token when no tokenizer is at hand (planning a
+# real base before its download). English prose runs at ~4; 3.5 errs long.
+_CHARS_PER_TOKEN = 3.5
 
 
 class Family:
@@ -41,29 +68,158 @@ class Family:
     supports_text_only: bool = True
     #: The prompt a caption example is trained and prompted with.
     caption_prompt: str = "Describe this image."
+    #: Image-processor attributes that fix the resolution; saved with the
+    #: adapter by :meth:`image_settings` and restored by :meth:`load_processor`.
+    image_setting_keys: tuple[str, ...] = ("size",)
+    #: Inputs the processor returns per token (padded with the rows); every
+    #: other processor output (``pixel_values``, ``image_grid_thw``…) passes through.
+    token_level_keys: tuple[str, ...] = (
+        "input_ids",
+        "attention_mask",
+        "mm_token_type_ids",
+        "token_type_ids",
+    )
+    #: Chat-template tokens around one turn pair when no tokenizer is at hand
+    #: (role headers, default system prompt, image delimiters): an estimate.
+    chat_overhead_tokens: int = 24
 
     # ------------------------------------------------------------- weights
 
-    def materialize(self, base: BaseSpec, home: Path) -> Path:
+    def materialize(self, base: BaseSpec, home: Path | None = None) -> Path:
         """Return a local directory ``from_pretrained`` can load for ``base``.
 
         Tiny bases are built into ``home/bases/<key>`` on first use (see
         :meth:`build_tiny`); real bases are downloaded at their pinned
-        revision.
+        revision. ``home`` defaults to ``$DLM_HOME``.
         """
-        raise NotImplementedError
+        if home is None:
+            from dlm.store.paths import dlm_home
+
+            home = dlm_home()
+        if base.tiny:
+            return self._materialize_tiny(base, Path(home) / "bases")
+        return self._download(base)
 
     def build_tiny(self, base: BaseSpec, out_dir: Path) -> None:
         """Write a tiny, deterministic base (model, processor, tokenizer) to ``out_dir``."""
         raise NotImplementedError(f"family {self.name!r} ships no tiny base")
+
+    def _materialize_tiny(self, base: BaseSpec, bases: Path) -> Path:
+        target = bases / base.key
+        if _tiny_is_current(target, base):
+            return target
+        bases.mkdir(parents=True, exist_ok=True)
+        # The lock serialises builders; the rename makes a finished build
+        # appear at once, so a reader never sees half a base.
+        with _file_lock(bases / f".{base.key}.lock"):
+            if _tiny_is_current(target, base):
+                return target
+            staging = Path(tempfile.mkdtemp(prefix=f".{base.key}.build-", dir=bases))
+            try:
+                self.build_tiny(base, staging)
+                marker = {"key": base.key, "family": self.name, "revision": base.revision}
+                (staging / TINY_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+                if target.exists():  # an older recipe: replace it
+                    stale = Path(tempfile.mkdtemp(prefix=f".{base.key}.stale-", dir=bases))
+                    os.replace(target, stale / base.key)
+                    shutil.rmtree(stale, ignore_errors=True)
+                os.replace(staging, target)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def _download(self, base: BaseSpec) -> Path:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        patterns = list(DOWNLOAD_PATTERNS)
+        where = f"{base.hub_id} @ {base.revision[:12]}"
+        fetch_hint = (
+            f"fetch it once while online: `hf download {base.hub_id} --revision {base.revision}`"
+        )
+        with contextlib.suppress(LocalEntryNotFoundError):
+            path = Path(
+                snapshot_download(
+                    base.hub_id,
+                    revision=base.revision,
+                    allow_patterns=patterns,
+                    local_files_only=True,
+                )
+            )
+            if any(path.glob("*.safetensors")):
+                return path
+        try:
+            path = Path(
+                snapshot_download(base.hub_id, revision=base.revision, allow_patterns=patterns)
+            )
+        except GatedRepoError:
+            raise DlmError(
+                f"{where} is gated: Hugging Face refused the download",
+                hint=(
+                    f"accept the licence at https://huggingface.co/{base.hub_id} with your "
+                    "account, then set HF_TOKEN (or run `hf auth login`) and retry"
+                ),
+                subject="base",
+            ) from None
+        except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+            raise DlmError(
+                f"{where} was not found on Hugging Face ({type(exc).__name__})",
+                hint=(
+                    "the repository may be private or renamed; set HF_TOKEN if it is yours, "
+                    "or upgrade the plugin that registers this base"
+                ),
+                subject="base",
+            ) from None
+        except Exception as exc:  # offline, proxy, DNS, disk: all end the same way for the user
+            raise DlmError(
+                f"cannot download {where}: {type(exc).__name__}: {exc}",
+                hint=f"check the network (HF_HUB_OFFLINE must be unset), or {fetch_hint}",
+                subject="base",
+            ) from None
+        if not any(path.glob("*.safetensors")):
+            raise DlmError(
+                f"{where} has no safetensors weights; dlm never loads pickled weights",
+                hint="choose a base published as safetensors",
+                subject="base",
+            )
+        return path
 
     # ------------------------------------------------------------- loading
 
     def load_processor(
         self, base: BaseSpec, base_dir: Path, image_settings: dict[str, Any] | None = None
     ) -> Any:
-        """Load the processor; ``image_settings`` (from :meth:`image_settings`) pins resolution."""
-        raise NotImplementedError
+        """Load the processor; ``image_settings`` (from :meth:`image_settings`) pins resolution.
+
+        Without saved settings the base's defaults apply
+        (``base.extra["image_settings"]``), so training starts pinned too.
+        """
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(base_dir, trust_remote_code=False)
+        settings = (
+            image_settings if image_settings is not None else self.default_image_settings(base)
+        )
+        image_processor = getattr(processor, "image_processor", None)
+        for key, value in settings.items():
+            if image_processor is None or not hasattr(image_processor, key):
+                raise DlmError(
+                    f"image setting {key!r} does not apply to {base.key}'s image processor",
+                    hint="the adapter was trained with another processor; retrain it on this base",
+                    subject="base",
+                )
+            setattr(image_processor, key, _restore(getattr(image_processor, key), value))
+        return processor
+
+    def default_image_settings(self, base: BaseSpec) -> dict[str, Any]:
+        """The resolution settings a fresh training run pins (from the registry row)."""
+        return dict(base.extra.get("image_settings", {}))
 
     def image_settings(self, base: BaseSpec, processor: Any) -> dict[str, Any]:
         """The processor's resolution settings, saved with the adapter.
@@ -71,11 +227,23 @@ class Family:
         Prompting and export pass them back to :meth:`load_processor` so they
         preprocess exactly as training did.
         """
-        raise NotImplementedError
+        image_processor = getattr(processor, "image_processor", None)
+        if image_processor is None:
+            return {}
+        return {
+            key: _jsonable(getattr(image_processor, key))
+            for key in self.image_setting_keys
+            if getattr(image_processor, key, None) is not None
+        }
 
     def load_model(self, base: BaseSpec, base_dir: Path, dtype: Any, device: str) -> Any:
-        """Load the model for training or inference."""
-        raise NotImplementedError
+        """Load the model for training or inference (never with remote code)."""
+        from transformers import AutoModelForImageTextToText
+
+        model: Any = AutoModelForImageTextToText.from_pretrained(
+            base_dir, dtype=dtype, trust_remote_code=False, use_safetensors=True
+        )
+        return model.to(device)
 
     def lora_target_modules(self, base: BaseSpec) -> str | list[str]:
         """Modules LoRA adapts by default: the language model's linear layers."""
@@ -85,23 +253,226 @@ class Family:
 
     def prepare_image(self, base: BaseSpec, image: Image) -> Image:
         """Bring a decoded image to what the base expects (RGB, pinned size)."""
-        raise NotImplementedError
+        from PIL import Image as PILImage
 
-    def count_tokens(
-        self, base: BaseSpec, processor: Any, example: TrainingExample
-    ) -> TokenCount:
-        """Count an example's tokens without loading the model."""
-        raise NotImplementedError
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        size = (base.image.width, base.image.height)
+        if base.image.resize == "pinned" and rgb.size != size:
+            rgb = rgb.resize(size, PILImage.Resampling.BICUBIC)
+        return rgb
+
+    def chat_messages(
+        self,
+        system_prompt: str | None,
+        prompt: str,
+        n_images: int,
+        completion: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The conversation the chat template renders: images first, then the text."""
+        messages: list[dict[str, Any]] = []
+        if system_prompt:
+            messages.append(
+                {"role": "system", "content": [{"type": "text", "text": system_prompt}]}
+            )
+        content: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
+        content.append({"type": "text", "text": prompt})
+        messages.append({"role": "user", "content": content})
+        if completion is not None:
+            messages.append(
+                {"role": "assistant", "content": [{"type": "text", "text": completion}]}
+            )
+        return messages
+
+    def render_prompt(
+        self, processor: Any, system_prompt: str | None, prompt: str, n_images: int
+    ) -> str:
+        """The prompt as the template renders it, ending with the assistant's header."""
+        return processor.apply_chat_template(
+            self.chat_messages(system_prompt, prompt, n_images),
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+
+    def render_completion(
+        self,
+        processor: Any,
+        system_prompt: str | None,
+        prompt: str,
+        n_images: int,
+        completion: str,
+    ) -> str:
+        """The assistant turn's text after the prompt, up to its end-of-turn token.
+
+        Rendered by the template itself (not assumed), so what is trained is
+        what the template would produce; text after the end-of-turn token
+        (Qwen's trailing newline) is never generated and is left out.
+        """
+        prompt_text = self.render_prompt(processor, system_prompt, prompt, n_images)
+        full = processor.apply_chat_template(
+            self.chat_messages(system_prompt, prompt, n_images, completion),
+            tokenize=False,
+            add_generation_prompt=False,
+        )
+        if not full.startswith(prompt_text):
+            raise DlmError(
+                f"family {self.name}: the chat template's assistant turn does not extend "
+                "its generation prompt, so the completion cannot be located",
+                hint="this family must override Family.collate and Family.count_tokens",
+                subject="plugins",
+            )
+        turn = full[len(prompt_text) :]
+        # some templates trim the message; the completion is then the trimmed text
+        for text in (completion, completion.strip()):
+            at = turn.find(text)
+            if at >= 0:
+                end = at + len(text)
+                break
+        else:
+            raise DlmError(
+                f"family {self.name}: the chat template rewrites the completion text",
+                hint="this family must override Family.collate and Family.count_tokens",
+                subject="plugins",
+            )
+        tail = turn[end:]
+        cut = _end_of_first_special(tail, _tokenizer(processor).all_special_tokens)
+        return turn[: end + cut] if cut is not None else turn
+
+    def _row_ids(self, processor: Any, example: TrainingExample) -> tuple[list[int], list[int]]:
+        """One row's ``(unlabelled, labelled)`` ids, image placeholders not expanded.
+
+        For chat rows: the rendered prompt and the assistant turn; for prose:
+        any special prefix (BOS) and the text with its end token.
+        """
+        tokenizer = _tokenizer(processor)
+        if example.kind is ExampleKind.TEXT:
+            return _prose_ids(tokenizer, example.completion)
+        n_images = len(example.images)
+        prompt_text = self.render_prompt(processor, example.system_prompt, example.prompt, n_images)
+        completion_text = self.render_completion(
+            processor, example.system_prompt, example.prompt, n_images, example.completion
+        )
+        prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
+        return list(prompt_ids), list(completion_ids)
+
+    def count_tokens(self, base: BaseSpec, processor: Any, example: TrainingExample) -> TokenCount:
+        """Count an example's tokens without loading the model.
+
+        With a processor the counts are exact (they equal the collated row's
+        length); without one (planning a real base before its download) text
+        is estimated at 3.5 characters a token plus the template's overhead.
+        """
+        n_images = len(example.images)
+        image = n_images * base.image.max_image_tokens()
+        if processor is None:
+            if example.kind is ExampleKind.TEXT:
+                return TokenCount(image=0, prompt=0, completion=_estimate(example.completion) + 1)
+            prompt = _estimate(example.system_prompt or "") + _estimate(example.prompt)
+            return TokenCount(
+                image=image,
+                prompt=prompt + self.chat_overhead_tokens,
+                completion=_estimate(example.completion) + 1,
+            )
+        prompt_ids, completion_ids = self._row_ids(processor, example)
+        if example.kind is ExampleKind.TEXT:
+            return TokenCount(image=0, prompt=len(prompt_ids), completion=len(completion_ids))
+        placeholder = _token_id(_tokenizer(processor), base.image.image_token)
+        placeholders = sum(1 for tid in prompt_ids if tid == placeholder)
+        return TokenCount(
+            image=image, prompt=len(prompt_ids) - placeholders, completion=len(completion_ids)
+        )
 
     def collate(
         self,
         base: BaseSpec,
         processor: Any,
         examples: list[TrainingExample],
-        images: list[list[Image]],
+        images: list[list[Image]] | list[list[Image] | None],
     ) -> dict[str, Any]:
-        """Build a training batch: model inputs plus ``labels`` (-100 off the completion)."""
-        raise NotImplementedError
+        """Build a training batch: model inputs plus ``labels`` (-100 off the completion).
+
+        Written on the processor rather than TRL's
+        ``DataCollatorForVisionLanguageModeling``: that collator masks
+        correctly only for uniform image prompt/completion rows, and a
+        document's batch mixes captions, bound Q/A, text-only Q/A and prose.
+        Prompts go through the processor (which expands image placeholders
+        and returns ``pixel_values``, ``image_grid_thw``, ``mm_token_type_ids``…);
+        completions are tokenized on their own, exactly as generation will
+        produce them after the prompt. Padding is on the right.
+        """
+        import torch
+
+        if len(examples) != len(images):
+            raise ValueError(f"{len(examples)} examples but {len(images)} image lists")
+        tokenizer = _tokenizer(processor)
+        chat_rows = [i for i, e in enumerate(examples) if e.kind is not ExampleKind.TEXT]
+        rows: dict[int, dict[str, list[int]]] = {}
+        passthrough: dict[str, Any] = {}
+
+        if chat_rows:
+            texts: list[str] = []
+            flat_images: list[Image] = []
+            for i in chat_rows:
+                example, row_images = examples[i], list(images[i] or [])
+                if len(row_images) != len(example.images):
+                    raise ValueError(
+                        f"example {example.origin} has {len(example.images)} images "
+                        f"but {len(row_images)} were given"
+                    )
+                flat_images.extend(row_images)
+                texts.append(
+                    self.render_prompt(
+                        processor, example.system_prompt, example.prompt, len(row_images)
+                    )
+                )
+            encoded = processor(
+                text=texts,
+                images=flat_images or None,
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            )
+            keep = encoded["attention_mask"].bool()
+            for n, i in enumerate(chat_rows):
+                row: dict[str, list[int]] = {}
+                for key in self.token_level_keys:
+                    if key in encoded:
+                        row[key] = encoded[key][n][keep[n]].tolist()
+                completion_text = self.render_completion(
+                    processor,
+                    examples[i].system_prompt,
+                    examples[i].prompt,
+                    len(examples[i].images),
+                    examples[i].completion,
+                )
+                completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
+                rows[i] = _extend_row(row, list(completion_ids))
+            passthrough = {k: v for k, v in encoded.items() if k not in self.token_level_keys}
+
+        for i, example in enumerate(examples):
+            if example.kind is ExampleKind.TEXT:
+                prefix_ids, text_ids = _prose_ids(tokenizer, example.completion)
+                row = {"input_ids": prefix_ids, "attention_mask": [1] * len(prefix_ids)}
+                rows[i] = _extend_row(row, text_ids)
+
+        pad_id = tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        width = max(len(rows[i]["input_ids"]) for i in range(len(examples)))
+        keys = [k for k in self.token_level_keys if any(k in r for r in rows.values())]
+        keys.append("labels")
+        batch: dict[str, Any] = {}
+        for key in keys:
+            fill = pad_id if key == "input_ids" else (-100 if key == "labels" else 0)
+            padded = []
+            for i in range(len(examples)):
+                length = len(rows[i]["input_ids"])
+                # a text row has no mm_token_type_ids from the processor: all text
+                values = rows[i].get(key, [0] * length)
+                padded.append(values + [fill] * (width - len(values)))
+            batch[key] = torch.tensor(padded, dtype=torch.long)
+        batch.update(passthrough)
+        return batch
 
     def prompt_inputs(
         self,
@@ -112,25 +483,152 @@ class Family:
         system_prompt: str | None,
     ) -> dict[str, Any]:
         """Model inputs for generating an answer to ``question`` about ``images``."""
-        raise NotImplementedError
+        text = self.render_prompt(processor, system_prompt, question, len(images))
+        encoded = processor(
+            text=[text],
+            images=list(images) or None,
+            return_tensors="pt",
+            add_special_tokens=False,
+        )
+        return dict(encoded)
 
     def decode(self, base: BaseSpec, processor: Any, token_ids: Any) -> str:
         """Turn generated token ids (the new ones only) into the answer text."""
-        raise NotImplementedError
+        ids = token_ids.tolist() if hasattr(token_ids, "tolist") else list(token_ids)
+        return _tokenizer(processor).decode(ids, skip_special_tokens=True).strip()
 
     # ------------------------------------------------------------- export
 
     def stop_tokens(self, base: BaseSpec, processor: Any) -> list[str]:
         """Strings that end a turn (Modelfile ``PARAMETER stop``)."""
-        raise NotImplementedError
+        eos = getattr(_tokenizer(processor), "eos_token", None)
+        return [eos] if eos else []
 
     def chat_template(self, base: BaseSpec, processor: Any) -> str | None:
         """The Jinja chat template, for exporters that need to restate it."""
         return getattr(processor, "chat_template", None)
 
 
+# ------------------------------------------------------------------ helpers
+
+
+def _tokenizer(processor: Any) -> Any:
+    return getattr(processor, "tokenizer", processor)
+
+
+def _token_id(tokenizer: Any, token: str) -> int | None:
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or (tid == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        return None
+    return int(tid)
+
+
+def _prose_ids(tokenizer: Any, text: str) -> tuple[list[int], list[int]]:
+    """Prose as plain language modelling: (unlabelled prefix such as BOS, labelled ids).
+
+    The labelled part is the text and the end-of-sequence token, so the
+    model also learns where a passage ends.
+    """
+    plain = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    full = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    prefix: list[int] = []
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            prefix, labelled = full[:start], full[start:]
+            break
+    else:  # the tokenizer rewrote the text when adding its specials: keep its own ids
+        labelled = full
+    eos = tokenizer.eos_token_id
+    if eos is not None and (not labelled or labelled[-1] != eos):
+        labelled.append(int(eos))
+    return prefix, labelled
+
+
+def _extend_row(row: dict[str, list[int]], completion_ids: list[int]) -> dict[str, list[int]]:
+    """Append the completion to a prompt row; labels only on the completion."""
+    prompt_len = len(row["input_ids"])
+    out = {key: list(values) for key, values in row.items()}
+    out["input_ids"] = out["input_ids"] + completion_ids
+    for key in out:
+        if key == "attention_mask":
+            out[key] = out[key] + [1] * len(completion_ids)
+        elif key != "input_ids":
+            out[key] = out[key] + [0] * len(completion_ids)
+    out["labels"] = [-100] * prompt_len + completion_ids
+    return out
+
+
+def _end_of_first_special(text: str, specials: list[str]) -> int | None:
+    """Index just past the first special token in ``text`` (the end-of-turn), if any."""
+    found = [(at, -len(tok)) for tok in specials if tok and (at := text.find(tok)) >= 0]
+    if not found:
+        return None
+    at, neg_len = min(found)
+    return at - neg_len
+
+
+def _estimate(text: str) -> int:
+    return math.ceil(len(text) / _CHARS_PER_TOKEN) if text else 0
+
+
+def _jsonable(value: Any) -> Any:
+    """Processor attributes as plain JSON values (``SizeDict`` → dict, tuples → lists)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items() if v is not None}
+    if hasattr(value, "items") and callable(value.items):
+        return {str(k): _jsonable(v) for k, v in value.items() if v is not None}
+    if hasattr(value, "__dataclass_fields__"):
+        return {
+            name: _jsonable(getattr(value, name))
+            for name in value.__dataclass_fields__
+            if getattr(value, name) is not None
+        }
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "value"):  # enums (resampling modes)
+        return _jsonable(value.value)
+    raise TypeError(f"image setting of type {type(value).__name__} is not JSON-serialisable")
+
+
+def _restore(current: Any, value: Any) -> Any:
+    """A saved setting in the type the processor holds (``SizeDict`` stays ``SizeDict``)."""
+    if isinstance(value, dict) and current is not None and not isinstance(current, dict):
+        with contextlib.suppress(TypeError):
+            return type(current)(**value)
+    return value
+
+
+def _tiny_is_current(target: Path, base: BaseSpec) -> bool:
+    marker = target / TINY_MARKER
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return data.get("revision") == base.revision
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (POSIX); elsewhere the atomic rename alone guards."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 __all__ = [
+    "DOWNLOAD_PATTERNS",
     "LANGUAGE_MODEL_LINEAR_REGEX",
+    "TINY_MARKER",
     "BaseSpec",
     "ExampleKind",
     "Family",

@@ -1,0 +1,169 @@
+"""The Qwen2-VL registry rows: the real 2B instruct base and the offline tiny base.
+
+The real row's numbers come from its ``config.json`` (shipped as data in
+this package, so planning never needs a download); parameter counts are
+those of ``Qwen2VLForConditionalGeneration`` built from that config. The
+tiny row is the same architecture at toy size (see :mod:`dlm_vl_qwen2.tiny`).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from dlm.records import BaseSpec, ImageGeometry, ParamCounts, TextConfig, VisionConfig
+
+FAMILY = "qwen2-vl"
+ARCHITECTURE = "Qwen2VLForConditionalGeneration"
+IMAGE_TOKEN = "<|image_pad|>"
+
+REAL_KEY = "qwen2-vl-2b-instruct"
+TINY_KEY = "tiny-qwen2-vl"
+
+REAL_SIDE = 672  # pinned: 48 x 48 patches of 14 px, merged 2 x 2 -> 576 LM tokens
+TINY_SIDE = 112  # 8 x 8 patches -> 16 LM tokens; a multiple of 28 (patch x merge)
+
+#: Tiny base recipe version: bump when the build (tokenizer corpus, sizes,
+#: seed, processor settings) changes, so built copies are rebuilt.
+TINY_REVISION = "local-v1"
+TINY_SEED = 1234
+#: BPE vocabulary the tiny tokenizer is trained to (before the 14 specials);
+#: the model's embedding rows are padded to a multiple of 64 like the real one.
+TINY_BPE_VOCAB = 2048
+TINY_MODEL_VOCAB = 2112
+
+#: The tiny model's configuration (Qwen2VLConfig keyword arguments, minus
+#: the token ids, which the tokenizer decides at build time).
+TINY_TEXT_CONFIG: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 176,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "hidden_act": "silu",
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-6,  # the real value; llama.cpp ignores it, so keep it tiny
+    "rope_theta": 1000000.0,
+    # head_dim 16 -> 8 rotary pairs split over (time, height, width)
+    "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+    "vocab_size": TINY_MODEL_VOCAB,
+    "tie_word_embeddings": True,
+    "use_sliding_window": False,
+}
+TINY_VISION_CONFIG: dict[str, Any] = {
+    "depth": 3,  # the GGUF mmproj converter needs at least 3 blocks
+    "embed_dim": 64,
+    "mlp_ratio": 4,
+    "num_heads": 4,
+    "in_channels": 3,
+    "hidden_size": 64,  # merger output = the LM's hidden size
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+}
+
+
+def _pixels(side: int) -> dict[str, Any]:
+    # min = max pixels: the processor never rescales a prepared image
+    return {"size": {"shortest_edge": side * side, "longest_edge": side * side}}
+
+
+@cache
+def real_config() -> dict[str, Any]:
+    """``config.json`` of Qwen/Qwen2-VL-2B-Instruct at the pinned revision."""
+    text = resources.files("dlm_vl_qwen2").joinpath("data/qwen2-vl-2b-instruct.config.json")
+    return json.loads(text.read_text(encoding="utf-8"))
+
+
+def _patches(side: int, patch: int) -> int:
+    return (side // patch) ** 2
+
+
+def real_base() -> BaseSpec:
+    cfg = real_config()
+    vision = cfg["vision_config"]
+    patches = _patches(REAL_SIDE, vision["patch_size"])
+    return BaseSpec(
+        key=REAL_KEY,
+        family=FAMILY,
+        hub_id="Qwen/Qwen2-VL-2B-Instruct",
+        revision="895c3a49bc3fa70a340399125c650a463535e71c",
+        architecture=ARCHITECTURE,
+        license="Apache-2.0",
+        license_url="https://huggingface.co/Qwen/Qwen2-VL-2B-Instruct/blob/main/LICENSE",
+        image=ImageGeometry(
+            width=REAL_SIDE,
+            height=REAL_SIDE,
+            tokens_per_image=patches // vision["spatial_merge_size"] ** 2,
+            image_token=IMAGE_TOKEN,
+        ),
+        text=TextConfig(
+            num_layers=cfg["num_hidden_layers"],
+            hidden_size=cfg["hidden_size"],
+            intermediate_size=cfg["intermediate_size"],
+            num_heads=cfg["num_attention_heads"],
+            num_kv_heads=cfg["num_key_value_heads"],
+            vocab_size=cfg["vocab_size"],
+            max_position=cfg["max_position_embeddings"],
+        ),
+        vision=VisionConfig(
+            num_layers=vision["depth"],
+            hidden_size=vision["embed_dim"],
+            intermediate_size=vision["embed_dim"] * vision["mlp_ratio"],
+            num_heads=vision["num_heads"],
+            patches_per_image=patches,
+        ),
+        # Qwen2VLForConditionalGeneration built from the config above
+        # (embeddings tied): vision = ViT blocks + patch embed + merger.
+        params=ParamCounts(total=2_208_985_600, vision=665_271_296, language=1_543_714_304),
+        context_length=cfg["max_position_embeddings"],
+        description="Qwen2-VL 2B Instruct, images pinned to 672x672 (576 tokens)",
+        extra={"image_settings": _pixels(REAL_SIDE), "config": cfg},
+    )
+
+
+def tiny_base() -> BaseSpec:
+    text, vision = TINY_TEXT_CONFIG, TINY_VISION_CONFIG
+    patches = _patches(TINY_SIDE, vision["patch_size"])
+    return BaseSpec(
+        key=TINY_KEY,
+        family=FAMILY,
+        hub_id="local/tiny-qwen2-vl",
+        revision=TINY_REVISION,
+        architecture=ARCHITECTURE,
+        license="Apache-2.0",
+        image=ImageGeometry(
+            width=TINY_SIDE,
+            height=TINY_SIDE,
+            tokens_per_image=patches // vision["spatial_merge_size"] ** 2,
+            image_token=IMAGE_TOKEN,
+        ),
+        text=TextConfig(
+            num_layers=text["num_hidden_layers"],
+            hidden_size=text["hidden_size"],
+            intermediate_size=text["intermediate_size"],
+            num_heads=text["num_attention_heads"],
+            num_kv_heads=text["num_key_value_heads"],
+            vocab_size=text["vocab_size"],
+            max_position=text["max_position_embeddings"],
+        ),
+        vision=VisionConfig(
+            num_layers=vision["depth"],
+            hidden_size=vision["embed_dim"],
+            intermediate_size=vision["embed_dim"] * vision["mlp_ratio"],
+            num_heads=vision["num_heads"],
+            patches_per_image=patches,
+        ),
+        # counted on the built model (tests check them)
+        params=ParamCounts(total=535_488, vision=307_584, language=227_904),
+        context_length=text["max_position_embeddings"],
+        tiny=True,
+        description="Offline toy Qwen2-VL (random weights, local tokenizer), for tests and demos",
+        extra={"image_settings": _pixels(TINY_SIDE), "seed": TINY_SEED},
+    )
+
+
+def all_bases() -> list[BaseSpec]:
+    return [real_base(), tiny_base()]
