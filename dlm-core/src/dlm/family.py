@@ -140,10 +140,7 @@ class Family:
 
         patterns = list(DOWNLOAD_PATTERNS)
         where = f"{base.hub_id} @ {base.revision[:12]}"
-        fetch_hint = (
-            f"fetch it once while online: `hf download {base.hub_id} --revision {base.revision}`"
-        )
-        with contextlib.suppress(LocalEntryNotFoundError):
+        try:  # a complete cached snapshot needs no network at all
             path = Path(
                 snapshot_download(
                     base.hub_id,
@@ -152,36 +149,51 @@ class Family:
                     local_files_only=True,
                 )
             )
-            if any(path.glob("*.safetensors")):
-                return path
-        try:
-            path = Path(
-                snapshot_download(base.hub_id, revision=base.revision, allow_patterns=patterns)
-            )
-        except GatedRepoError:
-            raise DlmError(
-                f"{where} is gated: Hugging Face refused the download",
-                hint=(
-                    f"accept the licence at https://huggingface.co/{base.hub_id} with your "
-                    "account, then set HF_TOKEN (or run `hf auth login`) and retry"
-                ),
-                subject="base",
-            ) from None
-        except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-            raise DlmError(
-                f"{where} was not found on Hugging Face ({type(exc).__name__})",
-                hint=(
-                    "the repository may be private or renamed; set HF_TOKEN if it is yours, "
-                    "or upgrade the plugin that registers this base"
-                ),
-                subject="base",
-            ) from None
-        except Exception as exc:  # offline, proxy, DNS, disk: all end the same way for the user
-            raise DlmError(
-                f"cannot download {where}: {type(exc).__name__}: {exc}",
-                hint=f"check the network (HF_HUB_OFFLINE must be unset), or {fetch_hint}",
-                subject="base",
-            ) from None
+        except Exception:  # not cached, or cached partially: download
+            path = None
+        if path is None or not any(path.glob("*.safetensors")):
+            try:
+                path = Path(
+                    snapshot_download(base.hub_id, revision=base.revision, allow_patterns=patterns)
+                )
+            except GatedRepoError:
+                raise DlmError(
+                    f"{where} is gated: Hugging Face refused the download",
+                    hint=(
+                        f"accept the licence at https://huggingface.co/{base.hub_id} with your "
+                        "account, then set HF_TOKEN (or run `hf auth login`) and retry"
+                    ),
+                    subject="base",
+                ) from None
+            except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+                raise DlmError(
+                    f"{where} was not found on Hugging Face ({type(exc).__name__})",
+                    hint=(
+                        "the repository may be private or renamed: set HF_TOKEN if you have "
+                        "access, or upgrade the plugin that registers this base"
+                    ),
+                    subject="base",
+                ) from None
+            except LocalEntryNotFoundError:
+                raise DlmError(
+                    f"cannot download {where}: offline (or Hugging Face unreachable) and it "
+                    "is not in the local Hugging Face cache",
+                    hint=(
+                        "connect to the network and unset HF_HUB_OFFLINE, or fetch it once "
+                        f"elsewhere: `hf download {base.hub_id} --revision {base.revision}`; "
+                        "tiny bases (`dlm plugins`) need no download"
+                    ),
+                    subject="base",
+                ) from None
+            except Exception as exc:  # proxy, DNS, disk full: the user acts the same way
+                raise DlmError(
+                    f"cannot download {where}: {type(exc).__name__}: {exc}",
+                    hint=(
+                        "check the network and disk space, then retry; or fetch it with "
+                        f"`hf download {base.hub_id} --revision {base.revision}`"
+                    ),
+                    subject="base",
+                ) from None
         if not any(path.glob("*.safetensors")):
             raise DlmError(
                 f"{where} has no safetensors weights; dlm never loads pickled weights",
