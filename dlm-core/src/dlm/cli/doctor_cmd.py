@@ -1,0 +1,323 @@
+"""``dlm doctor``: the host, the plugins, and the training plan for a document.
+
+Without a document it shows what this host is (backend, device, memory,
+precisions, library versions), which plugins loaded (and why one did not),
+and whether each installed base could train here. With a document it adds
+the document's plan: every example's token count, the longest one, the
+precision / batch / checkpointing the planner picks, the expected peak
+memory by part, and the verdict. A refusal exits 1 with the numbers and
+the way out. ``--assume`` plans for another machine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dlm.cli.output import console, err_console
+from dlm.errors import DlmError, PlanError
+
+GIB = 1024**3
+
+
+def _gib(n: int | None) -> str:
+    return "—" if n is None else f"{n / GIB:.1f} GiB"
+
+
+def _size(n: int) -> str:
+    """GiB for big parts, MiB for the small ones a GiB column would show as 0.0."""
+    return _gib(n) if n >= GIB // 10 else f"{n / 2**20:.0f} MiB"
+
+
+# ----------------------------------------------------------------- gathering
+
+
+def plugin_rows() -> list[dict[str, Any]]:
+    from dlm.plugins import get_registry
+
+    registry = get_registry()
+    return [
+        {
+            "name": info.name,
+            "distribution": info.distribution,
+            "version": info.version,
+            "builtin": info.builtin,
+            "hooks": list(info.hooks),
+            "error": info.error,
+        }
+        for info in registry.plugins
+    ]
+
+
+def _plan_document(doc: Path, host: Any, force: bool, processes: int) -> dict[str, Any]:
+    """The one call into the engine: parse, build examples, count tokens, plan.
+
+    ``dlm.engine.planning.plan_for_document`` returns
+    :func:`dlm.hardware.report.document_report`'s dict.
+    """
+    planning: Any = None
+    try:
+        planning = importlib.import_module("dlm.engine.planning")
+    except ModuleNotFoundError as exc:
+        # only the module's absence means "not wired yet"; a broken import inside it must show
+        if exc.name not in ("dlm.engine", "dlm.engine.planning"):
+            raise
+    plan_for_document = getattr(planning, "plan_for_document", None)
+    if plan_for_document is None:
+        raise DlmError(
+            "planning a document needs dlm.engine.planning.plan_for_document, which this "
+            "installation lacks",
+            hint="run `dlm doctor` without a document for the host report, or update dlm-core",
+            subject="doctor",
+        )
+    report: dict[str, Any] = plan_for_document(doc, host, force, processes)
+    return report
+
+
+def gather(doc: Path | None, *, assume: str | None, force: bool, processes: int) -> dict[str, Any]:
+    from dlm.hardware.host import assume_host, library_versions, probe_host
+    from dlm.hardware.plan import usable_bytes
+    from dlm.hardware.report import base_verdicts
+    from dlm.plugins import get_registry
+
+    host = assume_host(assume) if assume else probe_host()
+    data: dict[str, Any] = {
+        "host": {**host.to_dict(), "usable_bytes": usable_bytes(host)},
+        "versions": library_versions(),
+        "plugins": plugin_rows(),
+        "bases": base_verdicts(get_registry().bases.values(), host, force=force),
+    }
+    if doc is not None:
+        data["document"] = _plan_document(doc, host, force, processes)
+    return data
+
+
+# ----------------------------------------------------------------- rendering
+
+
+def _host_table(data: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    host = data["host"]
+    table = Table(title="host" + (" (assumed)" if host["assumed"] else ""), show_header=False)
+    table.add_column("fact", style="bold")
+    table.add_column("value")
+    capability = host["compute_capability"]
+    rows = [
+        ("backend", host["backend"]),
+        ("device", host["device_name"]),
+        ("memory", f"{_gib(host['memory_bytes'])} ({_gib(host['usable_bytes'])} usable)"),
+        ("bf16", "yes" if host["bf16"] else "no"),
+        ("fp16", "yes" if host["fp16"] else "no"),
+    ]
+    if capability:
+        rows.append(("compute capability", f"{capability[0]}.{capability[1]}"))
+    if host["backend"] == "cuda":
+        rows.append(("devices", str(host["device_count"])))
+    rows += [
+        ("CPU cores", str(host["cpu_count"])),
+        ("system memory", _gib(host["system_memory_bytes"])),
+        (
+            "versions",
+            ", ".join(f"{k} {v or 'missing'}" for k, v in data["versions"].items()),
+        ),
+    ]
+    for fact, value in rows:
+        table.add_row(fact, value)
+    return table
+
+
+def _plugins_table(rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="plugins")
+    for column in ("plugin", "distribution", "version", "hooks", "error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["name"] + (" (built-in)" if row["builtin"] else ""),
+            row["distribution"],
+            row["version"],
+            ", ".join(row["hooks"]),
+            row["error"] or "",
+            style="red" if row["error"] else None,
+        )
+    return table
+
+
+def _bases_table(rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="bases on this host (one image, a short answer)")
+    for column in ("base", "params", "verdict", "plan / reason"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        if row["verdict"] == "refused":
+            detail = row["reason"]
+        else:
+            detail = (
+                f"{row['precision']}, micro-batch {row['micro_batch']}"
+                f"{', checkpointing' if row['checkpointing'] else ''}, "
+                f"peak {_gib(row['expected_peak_bytes'])}"
+            )
+        style = {"refused": "red", "forced": "yellow"}.get(row["verdict"])
+        params = f"{row['params'] / 1e9:.2f}B" if row["params"] >= 1e8 else f"{row['params']:,}"
+        table.add_row(
+            row["key"] + (" (tiny)" if row["tiny"] else ""),
+            params,
+            row["verdict"],
+            detail,
+            style=style,
+        )
+    return table
+
+
+MEMORY_PARTS = (
+    ("weights", "base weights"),
+    ("lora_weights", "LoRA weights (fp32)"),
+    ("optimizer", "AdamW states (fp32)"),
+    ("lora_grads", "LoRA gradients (fp32)"),
+    ("activations", "LM activations"),
+    ("logits", "logits and loss (fp32)"),
+    ("vision_output", "image features"),
+    ("vision_activations", "vision activations (LoRA on the tower)"),
+    ("vision_peak", "vision tower forward peak (transient)"),
+    ("overhead", "runtime and allocator"),
+)
+
+
+def document_plan_rows(report: dict[str, Any], *, max_examples: int = 40) -> list[Any]:
+    """Rich renderables for a :func:`~dlm.hardware.report.document_report` dict."""
+    from rich.table import Table
+    from rich.text import Text
+
+    out: list[Any] = []
+    base = report["base"]
+    name = Path(report["document"]).name
+    examples = Table(title=f"{name}: {len(report['examples'])} examples")
+    for column in ("#", "origin", "kind", "images", "image tok", "text tok", "total"):
+        examples.add_column(column, justify="right" if column not in ("origin", "kind") else "left")
+    longest = (report.get("longest") or {}).get("index")
+    for i, row in enumerate(report["examples"][:max_examples]):
+        examples.add_row(
+            str(i + 1),
+            row["origin"],
+            row["kind"],
+            str(row["images"]),
+            str(row["image_tokens"]),
+            str(row["prompt_tokens"] + row["completion_tokens"]),
+            str(row["total"]) + (" ← longest" if i == longest else ""),
+            style="bold" if i == longest else None,
+        )
+    hidden = len(report["examples"]) - max_examples
+    if hidden > 0:
+        examples.add_row("…", f"{hidden} more (see --json)", "", "", "", "", "")
+    out.append(examples)
+
+    plan = report["plan"]
+    if plan is not None:
+        table = Table(title=f"plan for {base['key']}", show_header=False)
+        table.add_column("setting", style="bold")
+        table.add_column("value")
+        table.add_row("precision", plan["precision"])
+        table.add_row(
+            "batch",
+            f"micro-batch {plan['micro_batch']} x accumulation {plan['grad_accum']}"
+            + (f" x {plan['processes']} processes" if plan["processes"] > 1 else "")
+            + f" = effective batch {plan['effective_batch']}",
+        )
+        table.add_row("gradient checkpointing", "on" if plan["checkpointing"] else "off")
+        table.add_row("attention", plan["attn_implementation"])
+        table.add_row("sequence length", f"{plan['seq_len']} (longest example)")
+        table.add_row(
+            "expected peak",
+            f"{_gib(plan['expected_peak_bytes'])} of {_gib(plan['usable_bytes'])} usable"
+            + (" per process" if plan["processes"] > 1 else ""),
+        )
+        out.append(table)
+
+        memory = Table(title="expected peak memory by part")
+        memory.add_column("part")
+        memory.add_column("size", justify="right")
+        for key, label in MEMORY_PARTS:
+            if plan["memory"][key]:
+                memory.add_row(label, _size(plan["memory"][key]))
+        memory.add_row(
+            Text("total", style="bold"), Text(_gib(plan["memory"]["total"]), style="bold")
+        )
+        out.append(memory)
+        for note in plan["notes"]:
+            out.append(Text(f"note: {note}", style="dim"))
+        for warning in plan["warnings"]:
+            out.append(Text(f"warning: {warning}", style="bold yellow"))
+
+    verdict = report["verdict"]
+    style = {"ok": "bold green", "forced": "bold yellow", "refused": "bold red"}[verdict]
+    label = {
+        "ok": "verdict: fits",
+        "forced": "verdict: runs only because of --force",
+        "refused": "verdict: refused",
+    }[verdict]
+    out.append(Text(label, style=style))
+    return out
+
+
+# ----------------------------------------------------------------- command
+
+
+@click.command("doctor")
+@click.argument(
+    "doc",
+    required=False,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="[DOC]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Plan past the refusals --force lifts (real base on CPU, CUDA-first base on a "
+    "large-memory Mac, a plan that does not fit); recorded in the plan.",
+)
+@click.option(
+    "--assume",
+    metavar="SPEC",
+    help="Plan for another host instead of probing this one: cuda:24, cuda:16:sm75, "
+    "cuda:80x8, mps:16, mps:64:bf16, cpu:32 (memory in GiB).",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Training processes (one per GPU); memory is shown per process.",
+)
+def doctor(
+    doc: Path | None, as_json: bool, force: bool, assume: str | None, processes: int
+) -> None:
+    """Show the host, the plugins, and (given DOC) the training plan and its verdict."""
+    data = gather(doc, assume=assume, force=force, processes=processes)
+    document = data.get("document")
+    refused = document is not None and document["verdict"] == "refused"
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        if refused:
+            click.get_current_context().exit(1)
+        return
+
+    console.print(_host_table(data))
+    console.print(_plugins_table(data["plugins"]))
+    if data["bases"]:
+        console.print(_bases_table(data["bases"]))
+    if document is not None:
+        for renderable in document_plan_rows(document):
+            console.print(renderable)
+    if document is not None and refused:
+        refusal = document["refusal"]
+        text = PlanError(refusal["message"], hint=refusal["hint"]).render()
+        err_console.print(text, style="bold red", markup=False, highlight=False)
+        click.get_current_context().exit(1)
