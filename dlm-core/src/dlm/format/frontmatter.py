@@ -9,12 +9,17 @@ in the document, not the line inside the YAML snippet.
 from __future__ import annotations
 
 import io
+import math
+import re
 from typing import Any
 
 import attrs
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.scalarfloat import ScalarFloat
 
 from dlm.errors import DocumentError
 
@@ -74,9 +79,78 @@ def split_document(text: str, path: str) -> SplitDocument:
     )
 
 
+class WrittenFloat(float):
+    """A float read from the frontmatter, written back exactly as it was spelled.
+
+    ruamel re-renders the floats it reads from a remembered layout, which can
+    change the last digit (``5.960464477539063e-08`` → ``…062e-08``) or the
+    spelling (``1_000.5`` → ``01000.5``); keeping the source text avoids both.
+    """
+
+    text: str
+
+    def __new__(cls, value: float, text: str) -> WrittenFloat:
+        obj = super().__new__(cls, value)
+        obj.text = text
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (WrittenFloat, (float(self), self.text))
+
+
+class _Representer(RoundTripRepresenter):
+    pass
+
+
+def _represent_written_float(representer: RoundTripRepresenter, data: WrittenFloat) -> Any:
+    return representer.represent_scalar("tag:yaml.org,2002:float", data.text)
+
+
+_Representer.add_representer(WrittenFloat, _represent_written_float)
+
+_FLOAT_TEXT = re.compile(
+    r"[-+]?(?:\.(?:inf|Inf|INF)|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+    r"|[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?)|\.(?:nan|NaN|NAN)"
+)
+
+
+def _source_float(value: float, lines: list[str], pos: tuple[int, int]) -> float:
+    line, col = pos
+    match = _FLOAT_TEXT.match(lines[line], col) if 0 <= line < len(lines) else None
+    if match is None:
+        return float(value)
+    text = match.group(0)
+    plain = text.replace("_", "").lower().lstrip("+")
+    number = {".inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}.get(plain)
+    if number is None:
+        try:
+            number = float(plain)
+        except ValueError:
+            return float(value)
+    same = number == value or (math.isnan(number) and math.isnan(value))
+    return WrittenFloat(value, text) if same else float(value)
+
+
+def _pin_floats(node: Any, lines: list[str]) -> None:
+    """Swap every float ruamel read for one that remembers its source text."""
+    if isinstance(node, CommentedMap):
+        entries = [(key, node.lc.value(key) if key in node.lc.data else None) for key in node]
+    elif isinstance(node, CommentedSeq):
+        entries = [(i, node.lc.item(i) if i in node.lc.data else None) for i in range(len(node))]
+    else:
+        return
+    for key, pos in entries:
+        value = node[key]
+        if isinstance(value, ScalarFloat):
+            node[key] = _source_float(value, lines, pos) if pos is not None else float(value)
+        else:
+            _pin_floats(value, lines)
+
+
 def yaml_round_trip() -> YAML:
     """The one ruamel.yaml configuration used to read and write frontmatter."""
     yaml = YAML(typ="rt")
+    yaml.Representer = _Representer
     yaml.preserve_quotes = True
     # Block sequences indented under their key, the common hand-written style.
     yaml.indent(mapping=2, sequence=4, offset=2)
@@ -89,7 +163,7 @@ def yaml_round_trip() -> YAML:
 def load_yaml(split: SplitDocument, path: str) -> Any:
     """The frontmatter as a round-trip mapping (or whatever the YAML holds)."""
     try:
-        return yaml_round_trip().load(split.yaml_text)
+        data = yaml_round_trip().load(split.yaml_text)
     except DuplicateKeyError as exc:
         mark = exc.problem_mark
         key = exc.problem.split('"')[1] if exc.problem and '"' in exc.problem else "?"
@@ -121,6 +195,8 @@ def load_yaml(split: SplitDocument, path: str) -> Any:
             1,
             f"invalid YAML in the frontmatter: {exc}",
         ) from None
+    _pin_floats(data, split.yaml_text.split("\n"))
+    return data
 
 
 def dump_yaml(mapping: Any) -> str:

@@ -19,7 +19,7 @@ import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarbool import ScalarBoolean
-from ruamel.yaml.scalarstring import LiteralScalarString
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
 from dlm.errors import DocumentError
 from dlm.format import migrations
@@ -469,6 +469,7 @@ for _cls, _overrides in _EMIT_OVERRIDES:
 
 _TOP_ORDER = ("dlm_id", "dlm_version", "base_model", "system_prompt", "training", "export")
 _FLOW_LISTS = ("include", "exclude", "target_modules")
+_QUOTED_LISTS = ("include", "exclude")
 
 
 def _block_text_ok(text: str) -> bool:
@@ -484,9 +485,17 @@ def to_yaml(value: Any, *, key: str | None = None) -> Any:
             node[child_key] = to_yaml(child, key=child_key)
         return node
     if isinstance(value, list | tuple):
-        seq = CommentedSeq(to_yaml(item) for item in value)
-        if key in _FLOW_LISTS:
-            seq.fa.set_flow_style()
+        if key not in _FLOW_LISTS:
+            return CommentedSeq(to_yaml(item) for item in value)
+        # Glob patterns are quoted like the docs write them; ruamel would also
+        # emit a leading '?' bare in a flow list, which reads back as a mapping.
+        seq = CommentedSeq(
+            DoubleQuotedScalarString(item)
+            if isinstance(item, str) and (key in _QUOTED_LISTS or item.startswith("?"))
+            else to_yaml(item)
+            for item in value
+        )
+        seq.fa.set_flow_style()
         return seq
     if isinstance(value, str) and "\n" in value and _block_text_ok(value):
         return LiteralScalarString(value)

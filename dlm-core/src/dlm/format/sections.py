@@ -27,7 +27,8 @@ QUESTION = "### Q"
 ANSWER = "### A"
 
 _BLANKS = " \t"
-_FENCE_START = re.compile(r"::[ \t]*[A-Za-z]")
+_FENCE_START = re.compile(r"::[A-Za-z]")
+_SPACED_FENCE = re.compile(r"::[ \t]+[A-Za-z]")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _ATTR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _CODE_OPEN = re.compile(r"( {0,3})(`{3,}|~{3,})(.*)")
@@ -84,7 +85,12 @@ def code_mask(lines: Sequence[str], first_line: int, path: str) -> list[bool]:
 
 
 def looks_like_fence(line: str) -> bool:
-    return _FENCE_START.match(line) is not None
+    """Whether a line is meant as a fence (and so must be a valid one)."""
+    text = line.rstrip(_BLANKS)
+    if _FENCE_START.match(text):
+        return True
+    # ":: name::" is a fence with a stray space, not prose that happens to use colons.
+    return _SPACED_FENCE.match(text) is not None and text.endswith("::")
 
 
 def _known_fence_indented(line: str) -> bool:
