@@ -7,7 +7,6 @@ import sys
 import types
 
 import pytest
-from bases import MISTRAL_SMALL_31_24B, PALIGEMMA_3B_224, QWEN2_VL_2B
 from click.testing import CliRunner
 
 import dlm.engine
@@ -17,6 +16,7 @@ from dlm.hardware.report import ExampleBudget, base_verdicts, document_report
 from dlm.plugins.manager import PluginInfo
 from dlm.plugins.registry import Registry
 from dlm.records import ExampleKind, ImageRef, TokenCount, TrainingExample
+from tests.hardware.bases import MISTRAL_SMALL_31_24B, PALIGEMMA_3B_224, QWEN2_VL_2B
 
 
 def run(*args: str):

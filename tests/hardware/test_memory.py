@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import attrs
 import pytest
-from bases import INTERNVL3_2B, MISTRAL_SMALL_31_24B, PALIGEMMA_3B_224, QWEN2_VL_2B, REAL_BASES
 
 from dlm.hardware.memory import (
     GIB,
@@ -15,6 +14,13 @@ from dlm.hardware.memory import (
     lora_param_count,
 )
 from dlm.records import BaseSpec, ImageGeometry, ParamCounts, TextConfig, VisionConfig
+from tests.hardware.bases import (
+    INTERNVL3_2B,
+    MISTRAL_SMALL_31_24B,
+    PALIGEMMA_3B_224,
+    QWEN2_VL_2B,
+    REAL_BASES,
+)
 
 QWEN2_VL_2B_448 = attrs.evolve(
     QWEN2_VL_2B,

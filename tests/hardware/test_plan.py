@@ -7,7 +7,6 @@ import math
 
 import attrs
 import pytest
-from bases import MISTRAL_SMALL_31_24B, PALIGEMMA_3B_224, QWEN2_VL_2B, REAL_BASES
 
 from dlm.errors import PlanError, UsageError
 from dlm.format.document import TrainingSettings
@@ -20,6 +19,7 @@ from dlm.hardware.plan import (
     plan_training,
     usable_bytes,
 )
+from tests.hardware.bases import MISTRAL_SMALL_31_24B, PALIGEMMA_3B_224, QWEN2_VL_2B, REAL_BASES
 
 DEFAULTS = TrainingSettings()
 

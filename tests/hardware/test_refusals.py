@@ -10,12 +10,12 @@ import re
 
 import attrs
 import pytest
-from bases import INTERNVL3_2B, MISTRAL_SMALL_31_24B, PALIGEMMA_3B_224, QWEN2_VL_2B
 
 from dlm.errors import PlanError
 from dlm.format.document import TrainingSettings
 from dlm.hardware.host import assume_host
 from dlm.hardware.plan import plan_training
+from tests.hardware.bases import INTERNVL3_2B, MISTRAL_SMALL_31_24B, PALIGEMMA_3B_224, QWEN2_VL_2B
 
 SETTINGS = TrainingSettings()
 GIB_NUMBER = re.compile(r"\d+\.\d GiB")
