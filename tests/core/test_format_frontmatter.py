@@ -12,6 +12,7 @@ from dlm.format import (
     Source,
     TrainingSettings,
     frontmatter_from_mapping,
+    frontmatter_position,
     parse,
 )
 
@@ -226,6 +227,15 @@ def test_target_modules_regex_and_nulls() -> None:
             ),
         ),
         (
+            "training:\n  sources:\n    - path: a\n      include: /abs/*.png\n",
+            (
+                8,
+                16,
+                "training.sources[0].include pattern '/abs/*.png' is not relative to the "
+                "source folder",
+            ),
+        ),
+        (
             "training:\n  sources:\n    - path: a\n      recursive: true\n",
             (8, 7, "unknown key 'recursive' in 'training.sources[0]'"),
         ),
@@ -352,3 +362,18 @@ def test_frontmatter_from_mapping_without_a_document() -> None:
     )
     assert front.training.lora_r == 4
     assert raw["dlm_version"] == 10
+
+
+def test_frontmatter_position_for_callers() -> None:
+    doc = parse(
+        HEAD + "training:\n  sequence_len: 512\n  sources:\n    - path: a\n    - path: b\n---\n"
+    )
+    raw = doc.raw_frontmatter
+    assert frontmatter_position(raw, "base_model") == (4, 13)
+    assert frontmatter_position(raw, "training.sequence_len") == (6, 17)
+    assert frontmatter_position(raw, "training.sources[1].path") == (9, 13)
+    assert frontmatter_position(raw, "training.sources[1]") == (9, 7)
+    # Absent keys fall back to the closest parent that is written.
+    assert frontmatter_position(raw, "training.sources[7]") == (8, 5)
+    assert frontmatter_position(raw, "export.default_quant") == (1, 1)
+    assert frontmatter_position(None, "training") == (1, 1)

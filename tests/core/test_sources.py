@@ -72,6 +72,7 @@ def images(doc: Document) -> list[tuple[str, str | None, str]]:
         ("a+b(1).png", "a+b(1).png", True),
         ("fig**.png", "fig1.png", True),
         ("fig**.png", "fig/1.png", False),
+        ("./*.png", "a.png", True),
     ],
 )
 def test_glob_matching(pattern: str, path: str, expected: bool) -> None:
@@ -168,6 +169,35 @@ def test_caption_that_is_not_utf8(tmp_path: Path) -> None:
     write(tmp_path / "f" / "a.txt", b"\xff\xfe bad")
     with pytest.raises(DocumentError, match=re.escape("caption file 'f/a.txt' is not valid UTF-8")):
         expand_sources(document(tmp_path, "    - path: f\n"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+def test_unreadable_subfolder_is_an_error_not_a_silent_skip(tmp_path: Path) -> None:
+    write(tmp_path / "f" / "a.png")
+    locked = tmp_path / "f" / "locked"
+    write(locked / "b.png")
+    locked.chmod(0)
+    try:
+        with pytest.raises(DocumentError, match=r"cannot read folder .*locked of source 'f'"):
+            expand_sources(document(tmp_path, "    - path: f\n"))
+    finally:
+        locked.chmod(0o755)
+
+
+def test_listing_errors_stop_the_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "f" / "a.png")
+    real_walk = os.walk
+
+    def failing_walk(top, onerror=None, followlinks=False):  # type: ignore[no-untyped-def]
+        assert onerror is not None
+        onerror(PermissionError(13, "Permission denied", str(Path(top) / "sub")))
+        yield from real_walk(top, followlinks=followlinks)
+
+    monkeypatch.setattr("dlm.format.sources.os.walk", failing_walk)
+    with pytest.raises(DocumentError) as info:
+        expand_sources(document(tmp_path, "    - path: f\n"))
+    assert info.value.line == 7
+    assert info.value.message.endswith("sub of source 'f': Permission denied")
 
 
 def test_empty_source_folder_adds_nothing(tmp_path: Path) -> None:

@@ -21,7 +21,11 @@ from dlm.format.document import (
 from dlm.format.migrations import migrate, migration, oldest_supported_version
 from dlm.format.parser import parse, parse_file
 from dlm.format.paths import resolve_document_path
-from dlm.format.schema import frontmatter_from_mapping, frontmatter_to_mapping
+from dlm.format.schema import (
+    frontmatter_from_mapping,
+    frontmatter_position,
+    frontmatter_to_mapping,
+)
 from dlm.format.serializer import render_new_document, serialize
 from dlm.format.sources import expand_sources
 
@@ -40,6 +44,7 @@ __all__ = [
     "TrainingSettings",
     "expand_sources",
     "frontmatter_from_mapping",
+    "frontmatter_position",
     "frontmatter_to_mapping",
     "migrate",
     "migration",

@@ -29,6 +29,8 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
     folders, including none. Matching ignores case, so ``*.jpg`` finds
     ``IMG_0001.JPG`` too.
     """
+    while pattern.startswith("./"):
+        pattern = pattern[2:]
     out: list[str] = []
     index, n = 0, len(pattern)
     while index < n:

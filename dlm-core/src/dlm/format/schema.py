@@ -254,10 +254,16 @@ def _patterns(value: Any, ctx: _Ctx) -> tuple[str, ...]:
         return ()
     patterns = _string_list(value, ctx, what="a glob pattern or a list of glob patterns")
     for index, pattern in enumerate(patterns):
+        pos = ctx.pos if isinstance(value, str) else ctx.loc.item(value, index, ctx.pos)
+        if pattern.startswith("/") or pattern.startswith("../") or pattern == "..":
+            raise ctx.loc.error(
+                pos,
+                f"{ctx.name} pattern '{pattern}' is not relative to the source folder",
+                hint="patterns match paths inside the source folder, like '**/*.png'",
+            )
         try:
             glob_to_regex(pattern)
         except re.error as exc:
-            pos = ctx.pos if isinstance(value, str) else ctx.loc.item(value, index, ctx.pos)
             raise ctx.loc.error(
                 pos, f"{ctx.name} has an invalid glob pattern '{pattern}': {exc.msg}"
             ) from None
@@ -512,3 +518,36 @@ def frontmatter_to_mapping(frontmatter: Frontmatter) -> CommentedMap:
 def section_mapping(record: Any) -> Any:
     """One record (training, export, a source) as YAML with defaults omitted."""
     return to_yaml(_emit.unstructure(record))
+
+
+# ----------------------------------------------------------------- positions for callers
+
+_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def frontmatter_position(raw: Any, dotted: str, *, first_line: int = 2) -> Position:
+    """Where ``dotted`` (``"training.sequence_len"``, ``"training.sources[1].path"``)
+    is written in the frontmatter, as a document ``(line, col)``.
+
+    For a key that is present, the position of its value (or of the key when
+    the value is empty); for one that is absent, the position of its closest
+    written parent; ``(1, 1)`` (the opening ``---``) when nothing is known.
+    Lets code outside the parser report :class:`DocumentError` at the right place.
+    """
+    loc = _Locator("<string>", first_line)
+    pos: Position = (max(first_line - 1, 1), 1)
+    node = raw
+    for match in _STEP.finditer(dotted):
+        key, index = match.group(1), match.group(2)
+        if key is not None:
+            if not isinstance(node, Mapping) or key not in node:
+                return pos
+            pos = loc.value(node, key, pos)
+            node = node[key]
+        else:
+            item = int(index)
+            if not isinstance(node, list) or item >= len(node):
+                return pos
+            pos = loc.item(node, item, pos)
+            node = node[item]
+    return pos

@@ -24,12 +24,22 @@ from dlm.format.paths import resolve_document_path
 SIDECAR_SUFFIX = ".txt"
 
 
-def _walk(root: Path) -> list[str]:
+def _walk(root: Path, doc: Document, source: Source) -> list[str]:
     """Relative POSIX paths of the files under ``root``; symlinked folders are
     followed once (a loop is cut where it would revisit a folder)."""
     found: list[str] = []
     seen: set[str] = set()
-    for current, dirs, files in os.walk(root, followlinks=True):
+
+    def unreadable(exc: OSError) -> None:
+        # A folder that cannot be listed would silently drop its images.
+        raise DocumentError(
+            doc.display_path,
+            source.line,
+            1,
+            f"cannot read folder {exc.filename} of source '{source.path}': {exc.strerror or exc}",
+        )
+
+    for current, dirs, files in os.walk(root, onerror=unreadable, followlinks=True):
         real = os.path.realpath(current)
         if real in seen:
             dirs[:] = []
@@ -88,7 +98,7 @@ def _expand_one(doc: Document, source: Source, allow_outside: bool) -> list[Imag
         )
     base = posixpath.normpath(source.path.replace(os.sep, "/"))
     sections = []
-    for rel in _walk(folder):
+    for rel in _walk(folder, doc, source):
         if rel.lower().endswith(SIDECAR_SUFFIX):
             continue  # captions, never images
         if not matches(rel, source.include) or matches(rel, source.exclude):
