@@ -45,7 +45,14 @@ class DlmGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
+        import os
+
+        from dlm.engine.quiet import quiet_environment
+
         verbose = "--verbose" in sys.argv or "-v" in sys.argv[1:2]
+        if verbose:
+            os.environ["DLM_VERBOSE"] = "1"
+        quiet_environment()
         try:
             return super().invoke(ctx)
         except DlmError as exc:

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from rich.console import Console
 
-console = Console(highlight=False)
+# soft_wrap: paths and answers are printed whole, never folded at the terminal width
+console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)

@@ -93,6 +93,9 @@ def run_export(
         prepared = prepare_document(doc_path, allow_outside=True)
         smoke_examples = tuple(e for e in prepared.example_set.examples if e.images)
 
+    from dlm.engine.quiet import quiet_transformers
+
+    quiet_transformers()
     name = exporter.output_name(options)
     with StoreLock(paths.lock_file, command=f"dlm export --target {target}"):
         base_dir = family.materialize(base, dlm_home())

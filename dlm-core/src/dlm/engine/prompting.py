@@ -61,6 +61,9 @@ def load_adapter_for(
 
     from dlm.engine.lora import load_adapter
 
+    from dlm.engine.quiet import quiet_transformers
+
+    quiet_transformers()
     doc = parse_file(Path(doc_path))
     registry = get_registry()
     base = registry.base(doc.frontmatter.base_model)
@@ -78,6 +81,8 @@ def load_adapter_for(
         )
     base_dir = family.materialize(base, dlm_home())
     processor = family.load_processor(base, base_dir, training_run.get("image_settings"))
+    if base.tiny and device == "cpu":
+        torch.set_num_threads(1)  # toy matrices: threads cost more than they give
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = family.load_model(base, base_dir, dtype, device)
     model = load_adapter(model, adapter_dir)

@@ -57,8 +57,6 @@ def print_plan(plan: Any, budget: Budget, console: Console) -> None:
         f"expected peak {_gib(plan.expected_peak_bytes)}",
     ]
     console.print(" · ".join(parts))
-    if budget.note:
-        console.print(f"  note: {budget.note}")
     for note in plan.notes:
         console.print(f"  note: {note}")
     for warning in plan.warnings:
