@@ -72,7 +72,9 @@ def test_dlm_plugins_env_restricts_loading(plugin_env: dict[str, str]) -> None:
 def test_init_accepts_third_party_base_only_when_installed(
     plugin_env: dict[str, str], tmp_path: Path
 ) -> None:
-    without = run_dlm("init", tmp_path / "a.dlm", "--base", "test-community-vl", env={"DLM_PLUGINS": ""})
+    without = run_dlm(
+        "init", tmp_path / "a.dlm", "--base", "test-community-vl", env={"DLM_PLUGINS": ""}
+    )
     assert without.returncode == 2
     assert "unknown base 'test-community-vl'" in without.stderr
     assert "Traceback" not in without.stderr
@@ -81,7 +83,9 @@ def test_init_accepts_third_party_base_only_when_installed(
 
 
 def test_unknown_base_names_the_package_that_provides_it(tmp_path: Path) -> None:
-    result = run_dlm("init", tmp_path / "a.dlm", "--base", "paligemma-3b-mix-224", env={"DLM_PLUGINS": ""})
+    result = run_dlm(
+        "init", tmp_path / "a.dlm", "--base", "paligemma-3b-mix-224", env={"DLM_PLUGINS": ""}
+    )
     assert result.returncode == 2
     assert "pip install dlm-vl-paligemma" in result.stderr
 
