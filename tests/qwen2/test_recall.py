@@ -18,7 +18,7 @@ from dlm.records import ExampleKind, ImageRef, TrainingExample
 from tests.qwen2.conftest import TinyQwen2
 
 QUESTION = "What is in this picture?"
-STEPS = 120
+STEPS = 200
 LEARNING_RATE = 3e-3
 
 
@@ -122,7 +122,7 @@ def test_lora_learns_image_conditioned_answers(tiny_qwen2: TinyQwen2, tmp_path: 
         seconds = time.monotonic() - started
         print(f"\nrecall: {STEPS} steps in {seconds:.1f}s, final loss {loss.item():.4f}")
         model.eval()
-        assert loss.item() < 0.1
+        assert loss.item() < 0.05
         assert _answers(tiny_qwen2, model, images) == expected
 
         # the adapter saved and loaded on a fresh base gives the same answers

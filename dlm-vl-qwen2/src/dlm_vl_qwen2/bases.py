@@ -27,7 +27,7 @@ TINY_SIDE = 112  # 8 x 8 patches -> 16 LM tokens; a multiple of 28 (patch x merg
 
 #: Tiny base recipe version: bump when the build (tokenizer corpus, sizes,
 #: seed, processor settings) changes, so built copies are rebuilt.
-TINY_REVISION = "local-v2"
+TINY_REVISION = "local-v3"
 TINY_SEED = 1234
 #: Factors on the tied embeddings' and the projector output's init (see
 #: :func:`dlm_vl_qwen2.tiny.build_model`): both end near std 0.3.
