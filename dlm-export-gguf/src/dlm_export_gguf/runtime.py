@@ -1,0 +1,278 @@
+"""Calls into the llama.cpp runtime (``llama-cpp-python``): quantize, and answer about an image.
+
+libllama and libmtmd report problems on stderr, not in their return values,
+so every call here runs with file descriptor 2 redirected to a buffer whose
+text becomes the error message when the call fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from dlm_export_gguf.errors import GGUFExportError
+from dlm_export_gguf.llama_cpp import require_runtime
+
+#: ``--quant`` names -> llama.cpp file types (``LLAMA_FTYPE_*``). F32/F16/BF16 come
+#: straight from the converter; the rest are quantized from its F16 output.
+QUANT_FTYPES: dict[str, str] = {
+    "F32": "LLAMA_FTYPE_ALL_F32",
+    "F16": "LLAMA_FTYPE_MOSTLY_F16",
+    "BF16": "LLAMA_FTYPE_MOSTLY_BF16",
+    "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "Q6_K": "LLAMA_FTYPE_MOSTLY_Q6_K",
+    "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+}
+CONVERTER_OUTTYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
+
+
+class _Captured:
+    text = ""
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[_Captured]:
+    """Send fd 2 (C libraries included) to a buffer for the duration."""
+    result = _Captured()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as buf:
+        os.dup2(buf.fileno(), 2)
+        try:
+            yield result
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            buf.seek(0)
+            result.text = buf.read().decode("utf-8", errors="replace")
+
+
+def _last_lines(text: str, n: int = 8) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(lines[-n:])
+
+
+def quantize(src: Path, dst: Path, quant: str, threads: int | None = None) -> None:
+    """Quantize the LM GGUF ``src`` to ``quant`` at ``dst`` with llama.cpp's own quantizer."""
+    llama_cpp = require_runtime()
+    ftype = getattr(llama_cpp, QUANT_FTYPES[quant])
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = threads or os.cpu_count() or 1
+    with captured_stderr() as log:
+        status = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if status != 0 or not dst.is_file():
+        raise GGUFExportError(
+            f"llama.cpp could not quantize the model to {quant}:\n{_last_lines(log.text)}",
+            hint="try another --quant (F16 needs no quantization)",
+        )
+
+
+@attrs.frozen
+class Answer:
+    text: str
+    seconds: float
+    completion_tokens: int
+
+
+class _BoundedParams:
+    """``mtmd_cpp`` with the image token limits set in every context's parameters."""
+
+    def __init__(self, mtmd_cpp: Any, min_tokens: int, max_tokens: int) -> None:
+        self._mtmd_cpp = mtmd_cpp
+        self._min, self._max = min_tokens, max_tokens
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._mtmd_cpp, name)
+
+    def mtmd_context_params_default(self) -> Any:
+        params = self._mtmd_cpp.mtmd_context_params_default()
+        params.image_min_tokens = self._min
+        params.image_max_tokens = self._max
+        return params
+
+
+# What llama.cpp's mtmd writes around an image itself (so a template's own copy must go):
+# Qwen2-VL's vision start/end, InternVL's <img>/</img>.
+_MTMD_WRAPPERS = (("<|vision_start|>", "<|vision_end|>"), ("<img>", "</img>"))
+
+
+def _placeholder_pattern(image_token: str) -> re.Pattern[str]:
+    token = re.escape(image_token)
+    wrapped = [f"{re.escape(beg)}{token}{re.escape(end)}" for beg, end in _MTMD_WRAPPERS]
+    return re.compile("|".join([*wrapped, token]))
+
+
+def image_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+class VisionChat:
+    """A GGUF + mmproj pair loaded in-process; ask greedy questions about images. Close it."""
+
+    def __init__(
+        self,
+        model: Path,
+        mmproj: Path,
+        *,
+        image_tokens: tuple[int, int] | None = None,
+        image_token: str | None = None,
+        n_ctx: int = 4096,
+        threads: int | None = None,
+    ) -> None:
+        """``image_token``: the family's image placeholder (``BaseSpec.image.image_token``).
+
+        With it, the prompt is the chat template's own rendering of an image
+        part, the placeholder (and the wrapper llama.cpp adds itself) swapped
+        for llama.cpp's media marker; without it, the image part becomes the
+        bare marker, which loses whatever the template writes around an image
+        (InternVL's newline after it).
+        """
+        llama_cpp = require_runtime()
+        from llama_cpp.llama_chat_format import MTMDChatHandler
+
+        bounds = image_tokens
+        placeholder = _placeholder_pattern(image_token) if image_token else None
+
+        # the generic handler uses the chat template stored in the GGUF (the
+        # model-specific Qwen2.5-VL one drops the newline after the assistant tag)
+        class Handler(MTMDChatHandler):  # type: ignore[misc]
+            def _init_mtmd_context(self, llama_model: Any) -> None:
+                if bounds is not None and not isinstance(self._mtmd_cpp, _BoundedParams):
+                    self._mtmd_cpp = _BoundedParams(self._mtmd_cpp, *bounds)  # type: ignore[assignment]
+                super()._init_mtmd_context(llama_model)
+
+            @staticmethod
+            def _convert_content_part_for_template(part: Any, media_marker: str) -> Any:
+                if (
+                    placeholder is not None
+                    and isinstance(part, dict)
+                    and part.get("type") == "image_url"
+                ):
+                    return {"type": "image"}
+                return MTMDChatHandler._convert_content_part_for_template(part, media_marker)
+
+            def _postprocess_template_text(
+                self, text: str, image_urls: list[str], media_marker: str
+            ) -> str:
+                if placeholder is None:
+                    return str(super()._postprocess_template_text(text, image_urls, media_marker))
+                replaced, count = placeholder.subn(media_marker, text)
+                if count != len(image_urls):
+                    raise ValueError(
+                        f"the chat template wrote {count} image placeholders for "
+                        f"{len(image_urls)} images"
+                    )
+                return replaced
+
+        self._log = ""
+        with captured_stderr() as log:
+            try:
+                self._handler = Handler(clip_model_path=str(mmproj), verbose=True, use_gpu=False)
+                self._llm = llama_cpp.Llama(
+                    model_path=str(model),
+                    chat_handler=self._handler,
+                    n_ctx=n_ctx,
+                    n_threads=threads or os.cpu_count() or 1,
+                    n_gpu_layers=0,
+                    seed=0,
+                    verbose=True,
+                )
+            except Exception as exc:
+                failure: Exception | None = exc
+            else:
+                failure = None
+        if failure is not None:
+            raise GGUFExportError(
+                f"llama.cpp could not load {model.name} + {mmproj.name}: {failure}\n"
+                f"{_last_lines(log.text)}",
+                hint="the GGUF files were written but this llama.cpp cannot run them",
+            ) from failure
+
+    def ask(
+        self,
+        question: str,
+        images: Sequence[bytes],
+        *,
+        system: str | None = None,
+        stop: Sequence[str] = (),
+        max_tokens: int = 64,
+        banned_tokens: Sequence[int] = (),
+    ) -> Answer:
+        """Greedy answer; ``banned_tokens`` get a -inf logit (comparisons past an early EOS)."""
+        content: list[dict[str, Any]] = [
+            {"type": "image_url", "image_url": {"url": image_data_uri(png)}} for png in images
+        ]
+        content.append({"type": "text", "text": question})
+        # text parts, as the families render them (some templates read only that form)
+        messages: list[dict[str, Any]] = (
+            [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+        )
+        messages.append({"role": "user", "content": content})
+        start = time.perf_counter()
+        with captured_stderr() as log:
+            try:
+                response = self._llm.create_chat_completion(
+                    messages=messages,
+                    temperature=0.0,
+                    repeat_penalty=1.0,
+                    max_tokens=max_tokens,
+                    stop=list(stop),
+                    seed=0,
+                    logit_bias={int(t): float("-inf") for t in banned_tokens} or None,
+                )
+            except Exception as exc:
+                failure: Exception | None = exc
+            else:
+                failure = None
+        if failure is not None:
+            raise GGUFExportError(
+                f"llama.cpp failed to answer: {failure}\n{_last_lines(log.text)}",
+                hint="the GGUF files load but do not run; see the runtime's message above",
+            ) from failure
+        choice = response["choices"][0]
+        return Answer(
+            text=str(choice["message"]["content"] or ""),
+            seconds=round(time.perf_counter() - start, 3),
+            completion_tokens=int(response.get("usage", {}).get("completion_tokens", 0)),
+        )
+
+    def close(self) -> None:
+        with captured_stderr():
+            self._llm.close()
+
+    def __enter__(self) -> VisionChat:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_check(model: Path) -> int:
+    """Load a (quantized) LM GGUF without a context; return its tensor-bearing parameter count."""
+    llama_cpp = require_runtime()
+    with captured_stderr() as log:
+        try:
+            llm = llama_cpp.Llama(model_path=str(model), n_ctx=64, vocab_only=False, verbose=True)
+        except Exception as exc:
+            raise GGUFExportError(
+                f"llama.cpp could not load {model.name}: {exc}\n{_last_lines(log.text)}"
+            ) from exc
+    try:
+        return int(llama_cpp.llama_model_n_params(llm.model))
+    finally:
+        with captured_stderr():
+            llm.close()

@@ -1,0 +1,189 @@
+"""Export a tiny base with a random LoRA through the exporter, and compare both runtimes.
+
+A LoRA with random (nonzero) B matrices changes every LM projection, so the
+merged model differs from the base everywhere; llama.cpp's greedy answers
+about an image must then equal transformers' on the merged model, token for
+token, if merge, conversion and preprocessing all agree.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from tests.conftest import REPO
+
+QUESTION = "What is in this picture?"
+
+
+@attrs.frozen
+class Tiny:
+    base: Any
+    family: Any
+    base_dir: Path
+
+
+def tiny(key: str, home: Path) -> Tiny:
+    from dlm.plugins import get_registry
+
+    registry = get_registry()
+    base = registry.base(key)
+    family = registry.family_for(base)
+    return Tiny(base, family, family.materialize(base, home))
+
+
+def random_lora(t: Tiny, out_dir: Path, *, target_modules: Any = None, seed: int = 0) -> Path:
+    """Save a LoRA adapter (random A and B) on the family's default target modules."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = t.family.load_model(t.base, t.base_dir, dtype=torch.float32, device="cpu")
+    config = LoraConfig(
+        r=8,
+        lora_alpha=16,
+        target_modules=target_modules or t.family.lora_target_modules(t.base),
+        init_lora_weights=False,  # B != 0: the merge must matter
+    )
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                # the tiny bases' own answers are one repeated token; this makes them image-
+                # dependent sequences without drowning the base
+                param.mul_(2.0)
+    peft_model.save_pretrained(out_dir)
+    return out_dir
+
+
+def figures(folder: Path) -> list[Path]:
+    import sys
+
+    sys.path.insert(0, str(REPO / "demo"))
+    from figures import write_figures
+
+    return [folder / file for file, *_ in write_figures(folder)]
+
+
+def smoke_example(t: Tiny, image: Path, question: str = QUESTION) -> Any:
+    import hashlib
+
+    from dlm.records import ExampleKind, ImageRef, TrainingExample
+
+    ref = ImageRef(hashlib.sha256(image.read_bytes()).hexdigest(), image, image.name)
+    return TrainingExample("s", "test:1", ExampleKind.QA, question, "unknown", (ref,))
+
+
+def request(
+    t: Tiny,
+    adapter_dir: Path,
+    out_dir: Path,
+    *,
+    quant: str = "F16",
+    smoke_image: Path | None = None,
+    system_prompt: str | None = None,
+) -> Any:
+    from dlm.records import ExportRequest
+
+    return ExportRequest(
+        document=out_dir.parent / "test.dlm",
+        dlm_id="01TESTTESTTESTTESTTESTTEST",
+        base=t.base,
+        family=t.family,
+        base_dir=t.base_dir,
+        adapter_dir=adapter_dir,
+        adapter_version="v0001",
+        training_run={},
+        out_dir=out_dir,
+        system_prompt=system_prompt,
+        export_settings={
+            "default_quant": "Q4_K_M",
+            "default_temperature": 0.7,
+            "default_top_p": 0.9,
+        },
+        options={"quant": quant, "smoke": smoke_image is not None},
+        smoke_examples=(smoke_example(t, smoke_image),) if smoke_image else (),
+    )
+
+
+def prepared_png(t: Tiny, image: Path) -> bytes:
+    from PIL import Image
+
+    with Image.open(image) as img:
+        img.load()
+        prepared = t.family.prepare_image(t.base, img)
+        buf = io.BytesIO()
+        prepared.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def special_ids(t: Tiny) -> list[int]:
+    """Every special/added token id: banned on both sides so answers run their full length."""
+    processor = t.family.load_processor(t.base, t.base_dir)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    return sorted(set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values()))
+
+
+def transformers_answers(
+    t: Tiny, adapter_dir: Path, images: list[Path], question: str, system: str | None, n: int
+) -> list[str]:
+    """Greedy answers from the base + adapter in transformers, per image."""
+    import torch
+    from peft import PeftModel
+    from PIL import Image
+
+    model = t.family.load_model(t.base, t.base_dir, dtype=torch.float32, device="cpu")
+    model = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
+    processor = t.family.load_processor(t.base, t.base_dir)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    stops = [tokenizer.convert_tokens_to_ids(s) for s in t.family.stop_tokens(t.base, processor)]
+    out = []
+    for image in images:
+        with Image.open(image) as img:
+            img.load()
+            prepared = t.family.prepare_image(t.base, img)
+        inputs = t.family.prompt_inputs(t.base, processor, [prepared], question, system)
+        with torch.inference_mode():
+            generated = model.generate(
+                **inputs,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                suppress_tokens=special_ids(t),
+                eos_token_id=stops,
+                pad_token_id=stops[0],
+            )
+        new = generated[0, inputs["input_ids"].shape[1] :]
+        # transformers writes U+FFFD for a cut multi-byte character, llama.cpp drops it
+        out.append(tokenizer.decode(new, skip_special_tokens=True).replace("\ufffd", ""))
+    return out
+
+
+def llama_answers(
+    model: Path,
+    mmproj: Path,
+    pngs: list[bytes],
+    question: str,
+    system: str | None,
+    n: int,
+    image_tokens: tuple[int, int] | None,
+    stops: list[str],
+    banned: list[int],
+    image_token: str | None = None,
+) -> list[str]:
+    """Greedy answers from llama.cpp (in-process), per image."""
+    from dlm_export_gguf.runtime import VisionChat
+
+    out = []
+    with VisionChat(
+        model, mmproj, image_tokens=image_tokens, image_token=image_token, n_ctx=2048
+    ) as chat:
+        for png in pngs:
+            answer = chat.ask(
+                question, [png], system=system, stop=stops, max_tokens=n, banned_tokens=banned
+            )
+            out.append(answer.text)
+    return out

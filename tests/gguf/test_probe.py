@@ -1,0 +1,214 @@
+"""The probe: verdicts from the pinned converter's own registrations."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dlm.records import Verdict
+from tests.gguf.conftest import make_base
+
+
+@pytest.fixture(autouse=True)
+def _no_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DLM_LLAMA_CPP", raising=False)
+
+
+def test_verdicts_at_the_pin(pinned_converter) -> None:
+    from dlm_export_gguf.probe import probe
+
+    qwen = probe(make_base("Qwen2VLForConditionalGeneration"))
+    assert qwen.verdict is Verdict.SUPPORTED
+    assert qwen.detail["llama_cpp_revision"] == pinned_converter.revision
+    assert probe(make_base("Mistral3ForConditionalGeneration")).verdict is Verdict.SUPPORTED
+    pali = probe(make_base("PaliGemmaForConditionalGeneration"))
+    assert pali.verdict is Verdict.UNSUPPORTED
+    assert "PaliGemmaForConditionalGeneration" in pali.reason and "0c1e57098" in pali.reason
+    # InternVL: LM through its text config's architecture, mmproj as InternVisionModel
+    chat = probe(make_base("InternVLChatModel"))
+    assert chat.verdict is Verdict.SUPPORTED
+    assert chat.detail["mmproj_architecture"] == "InternVisionModel"
+    assert set(chat.detail["text_architectures"]) == {"InternLM2ForCausalLM", "Qwen2ForCausalLM"}
+    native = probe(make_base("InternVLForConditionalGeneration"))
+    assert native.verdict is Verdict.SUPPORTED
+    assert native.detail["text_architectures"] == ["Qwen2ForCausalLM", "LlamaForCausalLM"]
+    named = probe(make_base("InternVLChatModel", text_architecture="InternLM2ForCausalLM"))
+    assert named.detail["text_architectures"] == ["InternLM2ForCausalLM"]
+
+
+def test_verdicts_are_cached_per_revision(pinned_converter, session_home: Path) -> None:
+    from dlm_export_gguf.probe import probe
+
+    base = make_base("Qwen2VLForConditionalGeneration")
+    probe(base)
+    cache = session_home / "llama.cpp" / f"probe-{pinned_converter.revision}.json"
+    data = json.loads(cache.read_text())
+    assert data["revision"] == pinned_converter.revision
+    assert "Qwen2VLForConditionalGeneration" in data["text"]
+    stored = data["verdicts"]["Qwen2VLForConditionalGeneration|"]
+    assert stored["verdict"] == "SUPPORTED"
+    # a cached verdict is served from the file (tampering shows it is read)
+    stored["reason"] = "from the cache"
+    cache.write_text(json.dumps(data))
+    assert probe(base).reason == "from the cache"
+
+
+def test_shipped_snapshot_equals_the_pinned_source(pinned_converter) -> None:
+    from dlm_export_gguf.probe import snapshot_registrations
+    from dlm_export_gguf.registrations import read_registrations
+
+    parsed = read_registrations(pinned_converter.root, pinned_converter.revision)
+    assert snapshot_registrations() == parsed
+
+
+def test_probe_without_a_fetched_converter_uses_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dlm_export_gguf.probe import probe
+
+    monkeypatch.setenv("DLM_HOME", str(tmp_path))
+    result = probe(make_base("Qwen2VLForConditionalGeneration"))
+    assert result.verdict is Verdict.SUPPORTED
+    assert result.detail["registrations_from"] == "snapshot"
+
+
+@pytest.mark.slow
+def test_parsed_registrations_match_what_the_converter_imports(pinned_converter) -> None:
+    """The AST reading agrees with the converter's own registry (imported, with torch)."""
+    from dlm_export_gguf.registrations import read_registrations
+
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.path[:0] = [{str(pinned_converter.root)!r}, {str(pinned_converter.gguf_py)!r}]
+        from conversion import TEXT_MODEL_MAP, MMPROJ_MODEL_MAP, ModelBase, ModelType, load_all_models
+        load_all_models()
+        classes = ModelBase._model_classes
+        print(json.dumps({{
+            "text": sorted(a for a in TEXT_MODEL_MAP if a in classes[ModelType.TEXT]),
+            "mmproj": sorted(a for a in MMPROJ_MODEL_MAP if a in classes[ModelType.MMPROJ]),
+        }}))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    truth = json.loads(out.stdout.strip().splitlines()[-1])
+    parsed = read_registrations(pinned_converter.root, pinned_converter.revision)
+    assert sorted(parsed.text) == truth["text"]
+    assert sorted(parsed.mmproj) == truth["mmproj"]
+
+
+FAKE_BASE = """
+class ModelBase:
+    @classmethod
+    def register(cls, *names):
+        return lambda c: c
+
+class TextModel(ModelBase):
+    model_arch = "LLAMA"
+
+class MmprojModel(ModelBase):
+    model_arch = gguf.MODEL_ARCH.MMPROJ
+"""
+
+
+def _fake_checkout(root: Path, *, package: bool) -> None:
+    """A converter that registers Foo for both halves and Bar for the LM only."""
+    root.mkdir(parents=True)
+    classes = textwrap.dedent(
+        """
+        @ModelBase.register("FooForConditionalGeneration", "BarForConditionalGeneration")
+        class FooText(TextModel):
+            pass
+
+        class VisionBase(MmprojModel):
+            pass
+
+        @ModelBase.register("FooForConditionalGeneration")
+        class FooVision(VisionBase):
+            pass
+        """
+    )
+    if package:
+        (root / "convert_hf_to_gguf.py").write_text("from conversion import ModelBase\n")
+        pkg = root / "conversion"
+        pkg.mkdir()
+        (pkg / "base.py").write_text(FAKE_BASE)
+        (pkg / "foo.py").write_text(
+            "from .base import ModelBase, TextModel, MmprojModel\n" + classes
+        )
+        (pkg / "__init__.py").write_text(
+            textwrap.dedent(
+                """
+                TEXT_MODEL_MAP: dict[str, str] = {
+                    "FooForConditionalGeneration": "foo",
+                    "BarForConditionalGeneration": "foo",
+                    "GhostForCausalLM": "foo",
+                }
+                MMPROJ_MODEL_MAP: dict[str, str] = {"FooForConditionalGeneration": "foo"}
+                """
+            )
+        )
+    else:
+        (root / "convert_hf_to_gguf.py").write_text(FAKE_BASE + classes)
+
+
+@pytest.mark.parametrize("package", [True, False], ids=["conversion-package", "single-file"])
+def test_partial_and_layouts(tmp_path: Path, package: bool) -> None:
+    from dlm_export_gguf.probe import verdict_for
+    from dlm_export_gguf.registrations import read_registrations
+
+    _fake_checkout(tmp_path / "llama.cpp", package=package)
+    regs = read_registrations(tmp_path / "llama.cpp", "abc")
+    assert regs.text == {"FooForConditionalGeneration", "BarForConditionalGeneration"}
+    assert regs.mmproj == {"FooForConditionalGeneration"}  # a subclass of an MmprojModel subclass
+    assert verdict_for(make_base("FooForConditionalGeneration"), regs).verdict is Verdict.SUPPORTED
+    bar = verdict_for(make_base("BarForConditionalGeneration"), regs)
+    assert bar.verdict is Verdict.PARTIAL
+    assert "LM but not its vision projector" in bar.reason
+
+
+def test_user_checkout_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlm_export_gguf.llama_cpp import override_source
+    from dlm_export_gguf.probe import probe
+
+    checkout = tmp_path / "llama.cpp"
+    _fake_checkout(checkout, package=True)
+    git = ["git", "-C", str(checkout)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run(
+        [*git, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"], check=True
+    )
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    monkeypatch.setenv("DLM_LLAMA_CPP", str(checkout))
+    source = override_source()
+    assert source is not None and source.revision == head and source.origin == "DLM_LLAMA_CPP"
+    result = probe(make_base("FooForConditionalGeneration"))
+    assert result.verdict is Verdict.SUPPORTED and result.detail["llama_cpp_revision"] == head
+    assert probe(make_base("Qwen2VLForConditionalGeneration")).verdict is Verdict.UNSUPPORTED
+
+    (checkout / "conversion" / "foo.py").write_text("# emptied\n")
+    assert override_source().revision == f"{head}-dirty"  # type: ignore[union-attr]
+    # a dirty checkout is re-read, never served from a cache
+    assert probe(make_base("FooForConditionalGeneration")).verdict is Verdict.UNSUPPORTED
+
+
+def test_override_without_converter_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dlm_export_gguf.errors import GGUFExportError
+    from dlm_export_gguf.llama_cpp import override_source
+
+    monkeypatch.setenv("DLM_LLAMA_CPP", str(tmp_path))
+    with pytest.raises(GGUFExportError, match=r"has no convert_hf_to_gguf\.py"):
+        override_source()
