@@ -16,7 +16,7 @@ from pathlib import Path
 import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from figures import recall_body, write_figures  # noqa: E402
+from figures import RECALL_TRAINING, recall_body, write_figures  # noqa: E402
 
 from dlm.format import parse_file, render_new_document  # noqa: E402
 
@@ -45,11 +45,7 @@ def main() -> None:
     dlm("init", "diagrams.dlm", "--base", BASE)
     rows = write_figures(OUT / "figures")
     doc = parse_file(OUT / "diagrams.dlm")
-    training = attrs.evolve(
-        doc.frontmatter.training,
-        micro_batch_size=1, grad_accum=1, num_epochs=20, learning_rate=3e-3, lora_r=16, lora_alpha=32,
-        lora_dropout=0.0, warmup_ratio=0.05,
-    )
+    training = attrs.evolve(doc.frontmatter.training, **RECALL_TRAINING)
     frontmatter = attrs.evolve(
         doc.frontmatter,
         system_prompt="You answer questions about the figures of our retrieval paper.",

@@ -13,19 +13,8 @@ from pathlib import Path
 from tests.conftest import REPO, run_dlm
 
 sys.path.insert(0, str(REPO / "demo"))
-from figures import FIGURES, recall_body, write_figures  # noqa: E402
+from figures import FIGURES, RECALL_TRAINING, recall_body, write_figures  # noqa: E402
 
-RECALL_TRAINING = {
-    "micro_batch_size": 1,
-    "grad_accum": 1,
-    "num_epochs": 20,
-    "learning_rate": 3e-3,
-    "lora_r": 16,
-    "lora_alpha": 32,
-    "lora_dropout": 0.0,
-    "warmup_ratio": 0.05,
-    "seed": 7,
-}
 
 
 def write_recall_document(

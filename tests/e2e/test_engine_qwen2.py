@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_dlm
-from tests.e2e.recall import assert_recall, write_recall_document
+from tests.e2e.recall import RECALL_TRAINING, assert_recall, write_recall_document
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +50,7 @@ def test_train_reports_sections_plan_and_commit(trained) -> None:
     assert "caption + 1 bound Q/A" in result.stderr
     assert "8 training examples" in result.stderr
     assert "plan" in result.stderr and "precision fp32" in result.stderr
+    assert "micro-batch 4 × accumulation 1" in result.stderr
     store = _store(doc)
     assert (store / "adapter" / "current.txt").read_text().strip() == "v0001"
 
@@ -64,7 +65,7 @@ def test_training_run_metadata_and_logs(trained) -> None:
     store = _store(doc)
     run = json.loads((store / "adapter" / "versions" / "v0001" / "training_run.json").read_text())
     assert run["base"]["key"] == BASE and run["base"]["revision"]
-    assert run["hyperparameters"]["learning_rate"] == 3e-3
+    assert run["hyperparameters"]["learning_rate"] == RECALL_TRAINING["learning_rate"]
     assert run["hyperparameters"]["seed"] == 7
     assert run["image_settings"], "processor resolution must be saved with the adapter"
     assert run["image_geometry"]["tokens_per_image"] == 16

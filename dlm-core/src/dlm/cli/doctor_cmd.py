@@ -11,7 +11,6 @@ the way out. ``--assume`` plans for another machine.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -54,28 +53,10 @@ def plugin_rows() -> list[dict[str, Any]]:
 
 
 def _plan_document(doc: Path, host: Any, force: bool, processes: int) -> dict[str, Any]:
-    """The one call into the engine: parse, build examples, count tokens, plan.
+    """Parse, build examples, count tokens, plan: see :mod:`dlm.engine.planning`."""
+    from dlm.engine.planning import plan_for_document
 
-    ``dlm.engine.planning.plan_for_document`` returns
-    :func:`dlm.hardware.report.document_report`'s dict.
-    """
-    planning: Any = None
-    try:
-        planning = importlib.import_module("dlm.engine.planning")
-    except ModuleNotFoundError as exc:
-        # only the module's absence means "not wired yet"; a broken import inside it must show
-        if exc.name not in ("dlm.engine", "dlm.engine.planning"):
-            raise
-    plan_for_document = getattr(planning, "plan_for_document", None)
-    if plan_for_document is None:
-        raise DlmError(
-            "planning a document needs dlm.engine.planning.plan_for_document, which this "
-            "installation lacks",
-            hint="run `dlm doctor` without a document for the host report, or update dlm-core",
-            subject="doctor",
-        )
-    report: dict[str, Any] = plan_for_document(doc, host, force, processes)
-    return report
+    return plan_for_document(doc, host, force, processes)
 
 
 def gather(doc: Path | None, *, assume: str | None, force: bool, processes: int) -> dict[str, Any]:
