@@ -86,6 +86,14 @@ def test_plugin_registers_family_and_bases() -> None:
     assert registry.provider["base:tiny-mistral3"] == "mistral"
 
 
+def test_planner_reads_the_narrow_heads(real: BaseSpec, tiny: BaseSpec) -> None:
+    from dlm.hardware.memory import head_dim, lora_param_count
+
+    assert (head_dim(real), head_dim(tiny)) == (128, 32)
+    # LoRA r16 on the seven LM projections of 40 layers (counted on the meta model)
+    assert lora_param_count(real, 16) == 92_405_760
+
+
 def test_tiny_row(tiny: BaseSpec) -> None:
     assert tiny.tiny and not tiny.cuda_first
     assert tiny.family == "mistral3" and tiny.architecture == "Mistral3ForConditionalGeneration"
@@ -166,3 +174,47 @@ def test_shipped_config_is_valid_json_for_transformers() -> None:
     assert type(config).__name__ == "Mistral3Config"
     assert config.text_config.num_hidden_layers == 40
     assert config.vision_config.patch_size == 14
+
+
+PACKAGE = Path(__file__).resolve().parents[2] / "dlm-vl-mistral"
+
+
+def test_plugin_uses_only_cores_public_api() -> None:
+    import ast
+
+    allowed_core = {"dlm", "dlm.family", "dlm.records"}
+    for source in (PACKAGE / "src" / "dlm_vl_mistral").glob("*.py"):
+        tree = ast.parse(source.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert not top.startswith("dlm_") or top == "dlm_vl_mistral", (source, name)
+                if top == "dlm":
+                    assert name in allowed_core, (source.name, name)
+
+
+def test_package_depends_only_on_dlm_core() -> None:
+    import tomllib
+
+    project = tomllib.loads((PACKAGE / "pyproject.toml").read_text())["project"]
+    dlm_deps = [d for d in project["dependencies"] if d.startswith("dlm")]
+    assert dlm_deps == ["dlm-core>=0.1.0"]
+    assert project["entry-points"]["dlm"] == {"mistral": "dlm_vl_mistral.plugin"}
+
+
+def test_importing_the_plugin_loads_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dlm_vl_mistral.plugin, dlm_vl_mistral.tiny; "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

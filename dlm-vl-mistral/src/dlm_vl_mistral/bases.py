@@ -176,6 +176,8 @@ def real_base() -> BaseSpec:
         extra={
             "image_settings": _pinned(REAL_SIDE),
             "config": cfg,
+            # 32 heads of 128 in a 5120-wide model: not hidden / heads
+            "text_head_dim": text["head_dim"],
             "image_feature_tokens": (REAL_SIDE // (PATCH_SIZE * SPATIAL_MERGE)) ** 2,
             "torch_dtype": cfg["torch_dtype"],
         },
@@ -204,6 +206,7 @@ def tiny_base() -> BaseSpec:
         extra={
             "image_settings": _pinned(TINY_SIDE),
             "seed": TINY_SEED,
+            "text_head_dim": text["head_dim"],
             "image_feature_tokens": (TINY_SIDE // (PATCH_SIZE * SPATIAL_MERGE)) ** 2,
         },
     )
