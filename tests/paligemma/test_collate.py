@@ -303,3 +303,24 @@ def test_decode_and_stop_tokens(tiny_paligemma: TinyPaliGemma) -> None:
     assert family.stop_tokens(base, processor) == ["<eos>"]
     assert tokenizer.convert_tokens_to_ids("<eos>") == tokenizer.eos_token_id
     assert family.chat_template(base, processor) is None
+
+
+def test_an_example_with_two_images_trains_and_prompts(
+    tiny_paligemma: TinyPaliGemma,
+    tiny_paligemma_model: Any,
+    rows: tuple[list[TrainingExample], list[list[Any]]],
+) -> None:
+    examples, images = rows
+    family, base, processor = tiny_paligemma.family, tiny_paligemma.base, tiny_paligemma.processor
+    pair = attrs.evolve(examples[1], images=examples[1].images + examples[3].images)
+    batch = family.collate(base, processor, [pair, examples[0]], [images[1] + images[3], images[0]])
+    assert tuple(batch["pixel_values"].shape) == (3, 3, 56, 56)
+    assert family.count_tokens(base, processor, pair).total == int(batch["attention_mask"][0].sum())
+    assert int((batch["input_ids"][0] == processor.image_token_id).sum()) == 32
+    out = tiny_paligemma_model(**batch)
+    assert out.loss.isfinite()
+    inputs = family.prompt_inputs(base, processor, images[1] + images[3], pair.prompt, None)
+    assert (
+        inputs["input_ids"][0].tolist()
+        == batch["input_ids"][0, : inputs["input_ids"].shape[1]].tolist()
+    )
