@@ -18,7 +18,7 @@ from dlm.records import ExampleKind, ImageRef, TrainingExample
 from tests.qwen2.conftest import TinyQwen2
 
 QUESTION = "What is in this picture?"
-STEPS = 200
+STEPS = 80
 LEARNING_RATE = 3e-3
 
 

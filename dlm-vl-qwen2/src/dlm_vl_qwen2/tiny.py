@@ -21,8 +21,7 @@ from typing import Any
 from dlm.records import BaseSpec
 from dlm_vl_qwen2.bases import (
     TINY_BPE_VOCAB,
-    TINY_EMBEDDING_SCALE,
-    TINY_PROJECTOR_SCALE,
+    TINY_HEAD_SCALE,
     TINY_SEED,
     TINY_SIDE,
     TINY_TEXT_CONFIG,
@@ -147,17 +146,15 @@ def build_model(tokenizer: Any, seed: int) -> Any:
     torch.manual_seed(seed)
     model: Any = Qwen2VLForConditionalGeneration(config)
     model = model.to(torch.float32)
-    # The LM head is tied to the embeddings and stays frozen under LoRA. At
-    # the usual init (std 0.02) and hidden size 64 it caps every logit near
-    # +-1.3, so a tiny model could never grow confident in an answer; real
-    # bases have trained embeddings. Scale them to a usable range, and the
-    # projector's output with them, so image features enter the language
-    # model as strongly as text does (as in a trained model).
+    # The LM head stays frozen under LoRA. At the usual init (std 0.02) and
+    # hidden size 64 it caps every logit near +-1.3, so a tiny model could
+    # never grow confident in an answer; a real base has a trained head.
+    # Scaling a *tied* head would also scale the input embeddings, which then
+    # drown the layers' output in the residual stream and make "repeat the
+    # current token" win every prediction (initial loss ~20). So the tiny
+    # head is untied (as in Qwen2-VL-7B) and only it is scaled.
     with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(TINY_EMBEDDING_SCALE)
-        projector_out = model.model.visual.merger.mlp[-1]
-        projector_out.weight.mul_(TINY_PROJECTOR_SCALE)
-        projector_out.bias.mul_(TINY_PROJECTOR_SCALE)
+        model.get_output_embeddings().weight.mul_(TINY_HEAD_SCALE)
     model.generation_config = GenerationConfig(
         bos_token_id=ids[ENDOFTEXT],
         eos_token_id=[ids[IM_END], ids[ENDOFTEXT]],
