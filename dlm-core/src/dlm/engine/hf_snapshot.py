@@ -48,6 +48,11 @@ def _readme(request: ExportRequest) -> str:
         )
     else:
         source = licence
+    resize = (
+        f".resize(({base.image.width}, {base.image.height}))  # the trained geometry"
+        if base.image.resize == "pinned"
+        else ""
+    )
     return f"""# {request.dlm_id} — LoRA adapter for {base.key}
 
 Exported by `dlm export` from `{request.document.name}`, adapter version
@@ -75,7 +80,9 @@ processor = AutoProcessor.from_pretrained("./processor")
 messages = [{{"role": "user", "content": [
     {{"type": "image"}}, {{"type": "text", "text": "What does this diagram show?"}}]}}]
 prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-inputs = processor(text=[prompt], images=[Image.open("figure.png")], return_tensors="pt")
+# the chat template already wrote the special tokens
+image = Image.open("figure.png").convert("RGB"){resize}
+inputs = processor(text=[prompt], images=[image], add_special_tokens=False, return_tensors="pt")
 out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
 print(processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```

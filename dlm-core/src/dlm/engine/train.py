@@ -176,13 +176,25 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
 
     quiet_transformers()
     family, base = prepared.family, prepared.base
+    host = assume_host(options.assume) if options.assume else probe_host()
+    settings = prepared.doc.frontmatter.training
+    if not base.tiny:
+        # Refuse what this host cannot train before downloading gigabytes of
+        # weights: plan once on the family's token estimates (no processor).
+        estimated = check_budget(prepared.doc, base, family, None, examples)
+        plan_training(
+            base,
+            host,
+            example_tokens=[c.total for c in estimated.counts],
+            example_images=[len(e.images) for e in examples],
+            settings=settings,
+            force=options.force,
+        )
     with console.status(f"preparing base {base.key}…"):
         base_dir = family.materialize(base, dlm_home())
         processor = family.load_processor(base, base_dir)
         image_settings = family.image_settings(base, processor)
     budget = check_budget(prepared.doc, base, family, processor, examples)
-    host = assume_host(options.assume) if options.assume else probe_host()
-    settings = prepared.doc.frontmatter.training
     plan = plan_training(
         base,
         host,
