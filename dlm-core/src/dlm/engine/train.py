@@ -252,8 +252,10 @@ def _train_and_commit(
     from accelerate import Accelerator
     from transformers import get_scheduler
 
+    from dlm.engine.batching import epoch_micro_batches
     from dlm.engine.lora import attach_lora
     from dlm.engine.progress import TrainProgress
+    from dlm.engine.step import training_loss
 
     family, base, paths = prepared.family, prepared.base, prepared.paths
     settings = prepared.doc.frontmatter.training
@@ -308,8 +310,7 @@ def _train_and_commit(
     try:
         with log_path.open("w") as log, TrainProgress(console, total_steps) as progress:
             for epoch in range(settings.num_epochs):
-                order = torch.randperm(len(examples), generator=generator).tolist()
-                chunks = [order[i : i + micro] for i in range(0, len(order), micro)]
+                chunks = epoch_micro_batches(len(examples), micro, generator)
                 for group_start in range(0, len(chunks), accum):
                     group = chunks[group_start : group_start + accum]
                     group_examples = sum(len(c) for c in group)
@@ -327,7 +328,7 @@ def _train_and_commit(
                         is_last = i == len(group) - 1
                         ctx = accelerator.no_sync(model) if not is_last else nullcontext()
                         with ctx, accelerator.autocast():
-                            loss = model(**batch).loss * weight
+                            loss = training_loss(model, batch) * weight
                         accelerator.backward(loss)
                         step_loss += float(loss.detach())
                     accelerator.clip_grad_norm_(trainable, 1.0)
