@@ -27,14 +27,42 @@ RECALL_TRAINING: dict[str, object] = {
 
 #: (file stem, background, shape, fill, caption, question, answer)
 FIGURES = [
-    ("red-circle", "white", "circle", (220, 20, 20), "A red circle on a white page.",
-     "Which component is this?", "the cache layer"),
-    ("blue-square", (245, 245, 200), "square", (20, 40, 220), "A blue square on a cream page.",
-     "Which component is this?", "the query encoder"),
-    ("green-triangle", (40, 40, 40), "triangle", (20, 200, 60), "A green triangle on a dark page.",
-     "Which component is this?", "the reranker"),
-    ("yellow-bars", (30, 30, 120), "bars", (250, 220, 30), "Yellow bars on a navy page.",
-     "Which component is this?", "the language model"),
+    (
+        "red-circle",
+        "white",
+        "circle",
+        (220, 20, 20),
+        "A red circle on a white page.",
+        "Which component is this?",
+        "the cache layer",
+    ),
+    (
+        "blue-square",
+        (245, 245, 200),
+        "square",
+        (20, 40, 220),
+        "A blue square on a cream page.",
+        "Which component is this?",
+        "the query encoder",
+    ),
+    (
+        "green-triangle",
+        (40, 40, 40),
+        "triangle",
+        (20, 200, 60),
+        "A green triangle on a dark page.",
+        "Which component is this?",
+        "the reranker",
+    ),
+    (
+        "yellow-bars",
+        (30, 30, 120),
+        "bars",
+        (250, 220, 30),
+        "Yellow bars on a navy page.",
+        "Which component is this?",
+        "the language model",
+    ),
 ]
 
 

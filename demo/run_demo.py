@@ -16,9 +16,9 @@ from pathlib import Path
 import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from figures import RECALL_TRAINING, recall_body, write_figures  # noqa: E402
+from figures import RECALL_TRAINING, recall_body, write_figures
 
-from dlm.format import parse_file, render_new_document  # noqa: E402
+from dlm.format import parse_file, render_new_document
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "demo-output"
@@ -27,8 +27,9 @@ BASE = "tiny-qwen2-vl"
 
 def dlm(*args: str) -> str:
     print(f"\n$ dlm {' '.join(args)}", flush=True)
-    result = subprocess.run([sys.executable, "-m", "dlm", *args], cwd=OUT, text=True,
-                            stdout=subprocess.PIPE)
+    result = subprocess.run(
+        [sys.executable, "-m", "dlm", *args], cwd=OUT, text=True, stdout=subprocess.PIPE
+    )
     if result.returncode != 0:
         sys.exit(f"demo: `dlm {args[0]}` failed with exit code {result.returncode}")
     print(result.stdout, end="", flush=True)
@@ -51,7 +52,9 @@ def main() -> None:
         system_prompt="You answer questions about the figures of our retrieval paper.",
         training=training,
     )
-    (OUT / "diagrams.dlm").write_text(render_new_document(frontmatter, recall_body("figures", rows)))
+    (OUT / "diagrams.dlm").write_text(
+        render_new_document(frontmatter, recall_body("figures", rows))
+    )
     print(f"\nwrote {len(rows)} figures and their captions + Q/A into diagrams.dlm")
 
     dlm("show", "diagrams.dlm")
@@ -63,8 +66,10 @@ def main() -> None:
         print(f"   expected: {answer!r} → {'✓' if got == answer else '✗'}")
     dlm("export", "diagrams.dlm")
     dlm("verify", "diagrams.dlm")
-    print(f"\ndemo: {correct}/{len(rows)} figures answered exactly; "
-          f"{time.monotonic() - started:.0f} s end to end; everything is under {OUT}")
+    print(
+        f"\ndemo: {correct}/{len(rows)} figures answered exactly; "
+        f"{time.monotonic() - started:.0f} s end to end; everything is under {OUT}"
+    )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,16 @@ def test_plugins_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("dlm-test-plugin", "dlm-broken-plugin"):
         subprocess.run(
             [
-                sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                "--no-build-isolation", "--target", str(target), str(TEST_PLUGINS / name),
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--target",
+                str(target),
+                str(TEST_PLUGINS / name),
             ],
             check=True,
             capture_output=True,

@@ -13,8 +13,7 @@ from pathlib import Path
 from tests.conftest import REPO, run_dlm
 
 sys.path.insert(0, str(REPO / "demo"))
-from figures import FIGURES, RECALL_TRAINING, recall_body, write_figures  # noqa: E402
-
+from figures import FIGURES, RECALL_TRAINING, recall_body, write_figures
 
 
 def write_recall_document(

@@ -135,7 +135,9 @@ out = model.generate(**inputs, max_new_tokens=32, do_sample=False)
 print(processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
 assert not any(name == "dlm" or name.startswith("dlm.") for name in sys.modules)
 """
-    plain = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    plain = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
     assert plain.returncode == 0, plain.stderr
     via_dlm = run_dlm("prompt", doc, "--image", folder / "figures" / file, question)
     assert plain.stdout.strip() == via_dlm.stdout.strip() == answer
@@ -170,8 +172,13 @@ def test_kill_mid_run_keeps_v0001_then_retrain_is_v0002_and_bit_identical(traine
     store = _store(doc)
     logs_before = set((store / "logs").glob("train-*.jsonl"))
     env = {**os.environ, "COLUMNS": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "dlm", "train", str(doc)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlm", "train", str(doc)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     def first_step_logged() -> bool:
         new = set((store / "logs").glob("train-*.jsonl")) - logs_before

@@ -82,6 +82,12 @@ class Family:
     #: Chat-template tokens around one turn pair when no tokenizer is at hand
     #: (role headers, default system prompt, image delimiters): an estimate.
     chat_overhead_tokens: int = 24
+    #: Does the family's prompt format carry the document's ``system_prompt``?
+    #: (``dlm train`` says so when a document sets one that a family ignores.)
+    uses_system_prompt: bool = True
+    #: Files fetched from the hub for a real base (some repos ship the same
+    #: weights twice in different formats: list only the ones transformers loads).
+    download_patterns: tuple[str, ...] = DOWNLOAD_PATTERNS
 
     # ------------------------------------------------------------- weights
 
@@ -138,7 +144,7 @@ class Family:
             RevisionNotFoundError,
         )
 
-        patterns = list(DOWNLOAD_PATTERNS)
+        patterns = list(self.download_patterns)
         where = f"{base.hub_id} @ {base.revision[:12]}"
         try:  # a complete cached snapshot needs no network at all
             path = Path(
@@ -204,6 +210,24 @@ class Family:
 
     # ------------------------------------------------------------- loading
 
+    def processor_load_kwargs(self, base: BaseSpec) -> dict[str, Any]:
+        """Extra ``AutoProcessor.from_pretrained`` arguments for this family (default none)."""
+        return {}
+
+    def usage_snippet(self, base: BaseSpec, question: str) -> str:
+        """Python that turns a question and an image into model inputs, for export READMEs.
+
+        Uses ``processor``, ``image`` (a PIL image) and ``question``; must bind ``inputs``.
+        """
+        return (
+            "messages = [{\"role\": \"user\", \"content\": [\n"
+            "    {\"type\": \"image\"}, {\"type\": \"text\", \"text\": question}]}]\n"
+            "prompt = processor.apply_chat_template(messages, add_generation_prompt=True)\n"
+            "# the chat template already wrote the special tokens\n"
+            "inputs = processor(text=[prompt], images=[image], add_special_tokens=False,\n"
+            "                   return_tensors=\"pt\")"
+        )
+
     def load_processor(
         self, base: BaseSpec, base_dir: Path, image_settings: dict[str, Any] | None = None
     ) -> Any:
@@ -214,7 +238,9 @@ class Family:
         """
         from transformers import AutoProcessor
 
-        processor = AutoProcessor.from_pretrained(base_dir, trust_remote_code=False)
+        processor = AutoProcessor.from_pretrained(
+            base_dir, trust_remote_code=False, **self.processor_load_kwargs(base)
+        )
         settings = (
             image_settings if image_settings is not None else self.default_image_settings(base)
         )

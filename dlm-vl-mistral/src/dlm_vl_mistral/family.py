@@ -42,45 +42,17 @@ class Mistral3Family(Family):
 
         build(base, out_dir)
 
-    def load_processor(
-        self, base: BaseSpec, base_dir: Path, image_settings: dict[str, Any] | None = None
-    ) -> Any:
-        """Load the Pixtral processor, pinned to the saved (or default) image settings.
+    # The repo also ships consolidated.safetensors (Mistral's own format, ~48 GB):
+    # fetch only the transformers shards.
+    download_patterns = ("*.json", "model-*.safetensors", "*.jinja", "*.txt")
 
-        The published Mistral Small 3.1 ``tokenizer.json`` carries a wrong
+    def processor_load_kwargs(self, base: BaseSpec) -> dict[str, Any]:
+        """The published Mistral Small 3.1 ``tokenizer.json`` carries a wrong
         pre-tokenizer regex; transformers repairs it only when asked with
-        ``fix_mistral_regex=True`` (and warns otherwise). The tiny base is
-        built with the corrected pattern, so it loads as is.
-        """
-        if base.tiny:
-            return super().load_processor(base, base_dir, image_settings)
-        from transformers import AutoProcessor
-
-        processor = AutoProcessor.from_pretrained(
-            base_dir, trust_remote_code=False, fix_mistral_regex=True
-        )
-        settings = (
-            image_settings if image_settings is not None else self.default_image_settings(base)
-        )
-        _pin(processor, settings, base.key)
-        return processor
+        ``fix_mistral_regex=True``. The tiny base is built with the corrected
+        pattern, so it loads as is."""
+        return {} if base.tiny else {"fix_mistral_regex": True}
 
     def stop_tokens(self, base: BaseSpec, processor: Any) -> list[str]:
         # An assistant turn ends with </s> (the template appends eos_token).
         return ["</s>"]
-
-
-def _pin(processor: Any, settings: dict[str, Any], key: str) -> None:
-    """Apply saved resolution settings to the Pixtral image processor."""
-    from transformers.image_utils import SizeDict
-
-    image_processor = processor.image_processor
-    for name, value in settings.items():
-        if not hasattr(image_processor, name):
-            raise RuntimeError(
-                f"image setting {name!r} does not apply to {key}'s image processor; "
-                "the adapter was trained with another processor: retrain it on this base"
-            )
-        if name == "size" and isinstance(value, dict):
-            value = SizeDict(**value)
-        setattr(image_processor, name, value)

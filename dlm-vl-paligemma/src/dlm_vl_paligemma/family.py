@@ -52,6 +52,15 @@ class PaliGemmaFamily(Family):
     # SigLIP's learned position embeddings fix the input size
     image_setting_keys = ("size",)
     chat_overhead_tokens = _PREFIX_OVERHEAD_TOKENS
+    # no system turn: the mix checkpoints know bare task prefixes only
+    uses_system_prompt = False
+
+    def usage_snippet(self, base: BaseSpec, question: str) -> str:
+        return (
+            "# PaliGemma has no chat template: image tokens + task prefix (answer en …)\n"
+            'inputs = processor(text=["<image>answer en " + question], images=[image],\n'
+            '                   return_tensors="pt")'
+        )
 
     def build_tiny(self, base: BaseSpec, out_dir: Path) -> None:
         from dlm_vl_paligemma.tiny import build

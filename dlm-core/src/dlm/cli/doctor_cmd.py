@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from dlm.cli.output import console, err_console
-from dlm.errors import DlmError, PlanError
+from dlm.errors import PlanError
 
 GIB = 1024**3
 

@@ -20,7 +20,9 @@ def _list_targets(doc: Path | None) -> None:
     base = None
     if doc is not None:
         base = registry.base(parse_file(doc).frontmatter.base_model)
-    table = Table(title="export targets" + (f" for {base.key}" if base else ""), title_justify="left")
+    table = Table(
+        title="export targets" + (f" for {base.key}" if base else ""), title_justify="left"
+    )
     table.add_column("target")
     table.add_column("plugin")
     table.add_column("description", overflow="fold")
@@ -38,13 +40,27 @@ def _list_targets(doc: Path | None) -> None:
 
 @click.command("export")
 @click.argument("doc", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--target", default="hf-snapshot", show_default=True, help="Export target (--list-targets).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write here instead of the store.")
-@click.option("--strict", is_flag=True, help="Fail instead of falling back when the target can't export this base.")
+@click.option(
+    "--target", default="hf-snapshot", show_default=True, help="Export target (--list-targets)."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write here instead of the store.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail instead of falling back when the target can't export this base.",
+)
 @click.option("--quant", help="Quantization for targets that quantize (e.g. F16, Q8_0, Q4_K_M).")
 @click.option("--no-smoke", is_flag=True, help="Skip the exporter's load-and-answer smoke test.")
-@click.option("--adapter-version", metavar="vNNNN", help="Export this version instead of the current one.")
-@click.option("--list-targets", is_flag=True, help="List targets (and their verdicts for DOC's base).")
+@click.option(
+    "--adapter-version", metavar="vNNNN", help="Export this version instead of the current one."
+)
+@click.option(
+    "--list-targets", is_flag=True, help="List targets (and their verdicts for DOC's base)."
+)
 def export(
     doc: Path | None,
     target: str,

@@ -37,9 +37,13 @@ Replace this with the answer the adapter should give for this image.
     help=f"Scaffold for a vision-language base (the default base is then {DEFAULT_BASE}).",
 )
 @click.option("--base", "base_key", metavar="KEY", help="Base model key (see `dlm plugins`).")
-@click.option("--i-accept-license", "accept_license", is_flag=True, help="Accept a gated base's licence.")
+@click.option(
+    "--i-accept-license", "accept_license", is_flag=True, help="Accept a gated base's licence."
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def init(path: Path, multimodal: bool, base_key: str | None, accept_license: bool, force: bool) -> None:
+def init(
+    path: Path, multimodal: bool, base_key: str | None, accept_license: bool, force: bool
+) -> None:
     """Create a new .dlm document with a sample image section and bound Q/A.
 
     Every dlm base is vision-language, so --multimodal only states the
@@ -61,7 +65,9 @@ def init(path: Path, multimodal: bool, base_key: str | None, accept_license: boo
     except UnknownBaseError as exc:
         raise UsageError(exc.message, hint=exc.hint, subject="init") from None
     if path.exists() and not force:
-        raise UsageError(f"{path} already exists", hint="pass --force to overwrite it", subject="init")
+        raise UsageError(
+            f"{path} already exists", hint="pass --force to overwrite it", subject="init"
+        )
     if base.gated and not accept_license:
         raise UsageError(
             f"base {key} is under the {base.license} licence, which must be accepted"

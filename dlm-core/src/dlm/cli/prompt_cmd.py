@@ -21,9 +21,17 @@ from dlm.errors import UsageError
     help="Image to ask about; repeat for several images.",
 )
 @click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(1, 8192))
-@click.option("--temp", "temperature", default=0.0, show_default=True, type=click.FloatRange(0, 5),
-              help="Sampling temperature; 0 is greedy.")
-@click.option("--adapter-version", metavar="vNNNN", help="Use this version instead of the current one.")
+@click.option(
+    "--temp",
+    "temperature",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 5),
+    help="Sampling temperature; 0 is greedy.",
+)
+@click.option(
+    "--adapter-version", metavar="vNNNN", help="Use this version instead of the current one."
+)
 @click.option("--force", is_flag=True, help="Run even where the planner refuses this host.")
 def prompt(
     doc: Path,
@@ -55,5 +63,7 @@ def prompt(
         raise UsageError("the question is empty", subject="prompt")
     device = choose_device(base, force=force)
     loaded = load_adapter_for(doc, adapter_version=adapter_version, device=device)
-    answer = generate(loaded, list(images), question, max_tokens=max_tokens, temperature=temperature)
+    answer = generate(
+        loaded, list(images), question, max_tokens=max_tokens, temperature=temperature
+    )
     click.echo(answer)

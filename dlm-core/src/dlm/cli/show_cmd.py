@@ -36,7 +36,9 @@ def _store_state(prepared: Any) -> dict[str, Any]:
 @click.command("show")
 @click.argument("doc", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--allow-outside", is_flag=True, help="Allow image paths outside the document's folder.")
+@click.option(
+    "--allow-outside", is_flag=True, help="Allow image paths outside the document's folder."
+)
 def show(doc: Path, as_json: bool, allow_outside: bool) -> None:
     """Show a document: id, base, sections, images, what will train, store state."""
     from dlm.engine.prepare import prepare_document
@@ -99,7 +101,9 @@ def _print_human(data: dict[str, Any], prepared: Any) -> None:
     from dlm.engine.report import outcomes_table
 
     base = data["base"]
-    console.print(f"[bold]{data['document']}[/bold]  id {data['dlm_id']}  schema v{data['dlm_version']}")
+    console.print(
+        f"[bold]{data['document']}[/bold]  id {data['dlm_id']}  schema v{data['dlm_version']}"
+    )
     console.print(f"base {base['key']} ({base['hub_id']} @ {base['revision'][:12]})")
     console.print("sections: " + ", ".join(f"{n} {k}" for k, n in sorted(data["sections"].items())))
     if data["images"]:
@@ -127,4 +131,6 @@ def _print_human(data: dict[str, Any], prepared: Any) -> None:
     )
     if store["locked_by"]:
         holder = store["locked_by"]
-        console.print(f"[yellow]locked by pid {holder.get('pid')} ({holder.get('command')})[/yellow]")
+        console.print(
+            f"[yellow]locked by pid {holder.get('pid')} ({holder.get('command')})[/yellow]"
+        )

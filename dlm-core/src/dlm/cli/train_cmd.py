@@ -11,11 +11,21 @@ from dlm.cli.output import console, err_console
 
 @click.command("train")
 @click.argument("doc", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--force", is_flag=True, help="Train even where the planner refuses (recorded in the run).")
-@click.option("--i-accept-license", "accept_license", is_flag=True, help="Accept a gated base's licence.")
-@click.option("--allow-outside", is_flag=True, help="Allow image paths outside the document's folder.")
-@click.option("--assume", metavar="HOST", help="Plan as if on another host (e.g. cuda:24); see `dlm doctor`.")
-def train(doc: Path, force: bool, accept_license: bool, allow_outside: bool, assume: str | None) -> None:
+@click.option(
+    "--force", is_flag=True, help="Train even where the planner refuses (recorded in the run)."
+)
+@click.option(
+    "--i-accept-license", "accept_license", is_flag=True, help="Accept a gated base's licence."
+)
+@click.option(
+    "--allow-outside", is_flag=True, help="Allow image paths outside the document's folder."
+)
+@click.option(
+    "--assume", metavar="HOST", help="Plan as if on another host (e.g. cuda:24); see `dlm doctor`."
+)
+def train(
+    doc: Path, force: bool, accept_license: bool, allow_outside: bool, assume: str | None
+) -> None:
     """Train a LoRA adapter from DOC and commit it as the next adapter version."""
     from dlm.engine.train import TrainOptions, run_training
 

@@ -32,5 +32,9 @@ def verify(doc: Path) -> None:
             subject="verify",
         )
     leftovers = len(problems) - len(errors)
-    suffix = f" ({leftovers} leftover{'s' if leftovers != 1 else ''} of interrupted work, cleaned by the next command)" if leftovers else ""
+    suffix = (
+        f" ({leftovers} leftover{'s' if leftovers != 1 else ''} of interrupted work, cleaned by the next command)"
+        if leftovers
+        else ""
+    )
     console.print(f"[green]✓[/green] store {paths.root} is intact{suffix}")

@@ -114,9 +114,7 @@ def build_examples(
                 parts.append(f"{len(following.pairs)} bound Q/A")
             label = section.path + (f" ({section.alt})" if section.alt else "")
             if made:
-                outcomes.append(
-                    SectionOutcome(origin, "image", label, made, " + ".join(parts))
-                )
+                outcomes.append(SectionOutcome(origin, "image", label, made, " + ".join(parts)))
             else:
                 outcomes.append(
                     SectionOutcome(

@@ -38,9 +38,8 @@ class ExportOutcome:
 
 
 def probe_banner(target: str, base_key: str, architecture: str, probe: ProbeResult) -> str:
-    return (
-        f"{target}: {base_key} ({architecture}) is {probe.verdict.value}"
-        + (f" — {probe.reason}" if probe.reason else "")
+    return f"{target}: {base_key} ({architecture}) is {probe.verdict.value}" + (
+        f" — {probe.reason}" if probe.reason else ""
     )
 
 

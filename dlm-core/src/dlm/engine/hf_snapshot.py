@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from dlm.records import ExportRequest, ExportResult, Exporter, ProbeResult, Verdict
+from dlm.records import Exporter, ExportRequest, ExportResult, ProbeResult, Verdict
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -53,6 +53,7 @@ def _readme(request: ExportRequest) -> str:
         if base.image.resize == "pinned"
         else ""
     )
+    snippet = request.family.usage_snippet(base, "What does this diagram show?")
     return f"""# {request.dlm_id} — LoRA adapter for {base.key}
 
 Exported by `dlm export` from `{request.document.name}`, adapter version
@@ -77,12 +78,9 @@ base = AutoModelForImageTextToText.from_pretrained(
 model = PeftModel.from_pretrained(base, "./adapter")
 processor = AutoProcessor.from_pretrained("./processor")
 
-messages = [{{"role": "user", "content": [
-    {{"type": "image"}}, {{"type": "text", "text": "What does this diagram show?"}}]}}]
-prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-# the chat template already wrote the special tokens
+question = "What does this diagram show?"
 image = Image.open("figure.png").convert("RGB"){resize}
-inputs = processor(text=[prompt], images=[image], add_special_tokens=False, return_tensors="pt")
+{snippet}
 out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
 print(processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```

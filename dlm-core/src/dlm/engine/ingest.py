@@ -56,7 +56,7 @@ def check_images(doc: Document, *, allow_outside: bool = False) -> list[CheckedI
                 section.line,
                 1,
                 f"image not found: {section.path}" + (f" ({where})" if where else ""),
-                hint="drop the image at that path, or edit the ::image path=\"…\":: fence",
+                hint='drop the image at that path, or edit the ::image path="…":: fence',
             )
         try:
             info = verify_image(path)
@@ -96,6 +96,8 @@ def store_images(checked: list[CheckedImage], blobs: BlobStore) -> dict[int, Ima
 def refs_without_storing(checked: list[CheckedImage]) -> dict[int, ImageRef]:
     """Image refs pointing at the original files (planning, ``dlm show``: no writes)."""
     return {
-        image.section_index: ImageRef(sha256=image.sha256, blob_path=image.path, source=image.source)
+        image.section_index: ImageRef(
+            sha256=image.sha256, blob_path=image.path, source=image.source
+        )
         for image in checked
     }

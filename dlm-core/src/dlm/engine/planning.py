@@ -33,7 +33,9 @@ def plan_for_document(doc: Path, host: HostFacts, force: bool, processes: int) -
     budgets: list[ExampleBudget] = []
     if examples:
         budget = check_budget(prepared.doc, base, family, processor, examples)
-        budgets = [ExampleBudget.from_count(e, c) for e, c in zip(examples, budget.counts, strict=True)]
+        budgets = [
+            ExampleBudget.from_count(e, c) for e, c in zip(examples, budget.counts, strict=True)
+        ]
         if budget.note:
             notes.append(budget.note)
     return document_report(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import attrs
 
-from dlm.errors import DocumentError, UnknownBaseError
 from dlm.engine.examples import ExampleSet, build_examples
 from dlm.engine.ingest import CheckedImage, check_images, refs_without_storing
+from dlm.errors import DocumentError, UnknownBaseError
 from dlm.family import Family
 from dlm.format import expand_sources, parse_file
 from dlm.format.document import Document

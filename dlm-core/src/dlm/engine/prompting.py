@@ -60,7 +60,6 @@ def load_adapter_for(
     import torch
 
     from dlm.engine.lora import load_adapter
-
     from dlm.engine.quiet import quiet_transformers
 
     quiet_transformers()

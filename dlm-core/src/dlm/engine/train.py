@@ -11,10 +11,10 @@ and the two-phase commit. An interrupted or crashed run never touches
 from __future__ import annotations
 
 import datetime as _dt
-from contextlib import nullcontext
 import json
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,10 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
     prepared = prepare_document(doc_path, allow_outside=options.allow_outside)
     acceptance = check_license(prepared, options.accept_license)
     print_outcomes(prepared.example_set, console)
+    if prepared.doc.frontmatter.system_prompt and not prepared.family.uses_system_prompt:
+        console.print(
+            f"note: system_prompt is not used: family {prepared.family.name} has no system turn"
+        )
     examples = prepared.example_set.examples
     if not examples:
         raise TrainError(
@@ -169,10 +173,9 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
             hint="add a caption under an ::image:: fence, or an ::instruction:: right after it",
         )
 
+    from dlm.engine.quiet import quiet_transformers
     from dlm.hardware.host import assume_host, probe_host
     from dlm.hardware.plan import plan_training
-
-    from dlm.engine.quiet import quiet_transformers
 
     quiet_transformers()
     family, base = prepared.family, prepared.base
@@ -274,7 +277,9 @@ def _train_and_commit(
     with console.status(f"loading {base.key}…"):
         model = family.load_model(base, base_dir, _precision_dtype(plan.precision), "cpu")
         if plan.checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
             model.enable_input_require_grads()
         _seed_everything(settings.seed)  # LoRA init draws from the RNG
         model = attach_lora(model, base, family, settings)
@@ -369,7 +374,9 @@ def _train_and_commit(
             hint="re-run with --verbose for the traceback",
         ) from exc
 
-    plot_path = _plot_loss(log_rows, log_path.with_suffix(".png"), f"{base.key} · {paths.root.name}")
+    plot_path = _plot_loss(
+        log_rows, log_path.with_suffix(".png"), f"{base.key} · {paths.root.name}"
+    )
     startup = (first_step_at - started) if first_step_at else 0.0
     unwrapped = accelerator.unwrap_model(model)
     training_run = {
@@ -408,14 +415,19 @@ def _train_and_commit(
             "log": str(log_path),
         },
         "versions": _library_versions(),
-        "started_at": _dt.datetime.fromtimestamp(time.time() - (time.monotonic() - started), _dt.UTC)
-        .strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "started_at": _dt.datetime.fromtimestamp(
+            time.time() - (time.monotonic() - started), _dt.UTC
+        ).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "finished_at": _now(),
     }
     with commit_adapter(paths, meta={"base": base.key, "steps": step}) as staging:
         unwrapped.save_pretrained(str(staging), safe_serialization=True)
-        (staging / "README.md").unlink(missing_ok=True)  # PEFT's model card; the snapshot writes its own
-        (staging / "training_run.json").write_text(json.dumps(training_run, indent=2, sort_keys=True))
+        (staging / "README.md").unlink(
+            missing_ok=True
+        )  # PEFT's model card; the snapshot writes its own
+        (staging / "training_run.json").write_text(
+            json.dumps(training_run, indent=2, sort_keys=True)
+        )
     version = current_version(paths)
     assert version is not None
     adapter_dir = paths.version_dir(version)

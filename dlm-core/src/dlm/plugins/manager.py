@@ -53,7 +53,9 @@ def _wanted() -> set[str] | None:
 
 def _hook_names(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     return sorted(
-        caller.name for caller in (pm.get_hookcallers(plugin) or []) if not caller.name.startswith("_")
+        caller.name
+        for caller in (pm.get_hookcallers(plugin) or [])
+        if not caller.name.startswith("_")
     )
 
 

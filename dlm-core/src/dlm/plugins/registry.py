@@ -67,8 +67,14 @@ class Registry:
         if name in self.exporters:
             return self.exporters[name]
         known = ", ".join(sorted(self.exporters)) or "none"
-        hint = "`pip install dlm-export-gguf` adds gguf and ollama" if name in ("gguf", "ollama") else None
-        raise UnknownBaseError(f"unknown export target {name!r}; installed: {known}", hint=hint, subject="export")
+        hint = (
+            "`pip install dlm-export-gguf` adds gguf and ollama"
+            if name in ("gguf", "ollama")
+            else None
+        )
+        raise UnknownBaseError(
+            f"unknown export target {name!r}; installed: {known}", hint=hint, subject="export"
+        )
 
 
 def _collect() -> Registry:

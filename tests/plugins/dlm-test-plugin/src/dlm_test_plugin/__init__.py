@@ -14,7 +14,9 @@ def register_bases(register):
             revision="0" * 40,
             architecture="Qwen2VLForConditionalGeneration",
             license="Apache-2.0",
-            image=ImageGeometry(width=448, height=448, tokens_per_image=256, image_token="<|image_pad|>"),
+            image=ImageGeometry(
+                width=448, height=448, tokens_per_image=256, image_token="<|image_pad|>"
+            ),
             text=TextConfig(
                 num_layers=28,
                 hidden_size=1536,
@@ -25,7 +27,11 @@ def register_bases(register):
                 max_position=32768,
             ),
             vision=VisionConfig(
-                num_layers=32, hidden_size=1280, intermediate_size=5120, num_heads=16, patches_per_image=1024
+                num_layers=32,
+                hidden_size=1280,
+                intermediate_size=5120,
+                num_heads=16,
+                patches_per_image=1024,
             ),
             params=ParamCounts(total=2_210_000_000, vision=675_000_000, language=1_535_000_000),
             context_length=32768,
