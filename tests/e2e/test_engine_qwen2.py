@@ -206,7 +206,7 @@ def test_kill_mid_run_keeps_v0001_then_retrain_is_v0002_and_bit_identical(traine
 
 
 def test_bad_documents_fail_before_any_model_loads(tmp_path: Path) -> None:
-    doc, rows = write_recall_document(tmp_path, BASE, training={"sequence_len": 20})
+    doc, _rows = write_recall_document(tmp_path, BASE, training={"sequence_len": 20})
     store = _store(doc)
     oversize = run_dlm("train", doc)
     assert oversize.returncode == 1
