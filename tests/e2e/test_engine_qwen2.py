@@ -172,8 +172,11 @@ def test_kill_mid_run_keeps_v0001_then_retrain_is_v0002_and_bit_identical(traine
     store = _store(doc)
     logs_before = set((store / "logs").glob("train-*.jsonl"))
     env = {**os.environ, "COLUMNS": "200"}
+    # The same store (same dlm_id), trained far longer, so it is surely mid-run when killed.
+    slow = doc.with_name("slow.dlm")
+    slow.write_text(doc.read_text().replace("num_epochs: 60", "num_epochs: 100000"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dlm", "train", str(doc)],
+        [sys.executable, "-m", "dlm", "train", str(slow)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -188,6 +191,7 @@ def test_kill_mid_run_keeps_v0001_then_retrain_is_v0002_and_bit_identical(traine
     # While it runs, a second writer fails at once, naming the holder.
     started = time.monotonic()
     second = run_dlm("train", doc)
+    assert proc.poll() is None, "the long run must still be running"
     assert second.returncode == 1
     assert f"pid {proc.pid}" in second.stderr
     assert time.monotonic() - started < 30
