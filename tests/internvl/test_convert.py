@@ -155,6 +155,16 @@ def test_converted_folder_is_native_and_complete(converted) -> None:
     assert processor.image_seq_length == 4
     stops = model.generation_config.eos_token_id
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in stops
+    # plain text (prose rows) starts with BOS exactly where the original tokenizer adds one
+    ids = tokenizer("A red circle.")["input_ids"]
+    if config["llm_config"]["model_type"] == "internlm2":
+        assert ids == orig.OriginalInternLM2Tokenizer(root / "original")("A red circle.")
+        assert tokenizer.convert_tokens_to_ids("</s>") in stops
+    else:
+        assert (
+            tokenizer.bos_token is None
+            and ids == tokenizer("A red circle.", add_special_tokens=False)["input_ids"]
+        )
 
 
 def test_internlm2_tokenizer_matches_sentencepiece_with_a_dummy_prefix(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ def build_plain_tokenizer() -> Any:
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
     tokenizer = Qwen2Tokenizer(
         vocab=model["vocab"],
-        merges=merges,
+        merges=merges,  # type: ignore[arg-type]  # (left, right) pairs are accepted
         extra_special_tokens=list(SPECIAL_TOKENS),
         model_max_length=TINY_TEXT_CONFIG["max_position_embeddings"],
         errors="replace",
@@ -143,7 +143,8 @@ def build_model(tokenizer: Any, seed: int) -> Any:
     )
     config.architectures = ["InternVLForConditionalGeneration"]
     torch.manual_seed(seed)
-    model = InternVLForConditionalGeneration(config).to(torch.float32)
+    model: Any = InternVLForConditionalGeneration(config)
+    model = model.to(torch.float32)
     model.generation_config = generation_config(tokenizer)
     return model
 
