@@ -1,7 +1,7 @@
 """dlm: fine-tune vision-language models from plain .dlm documents.
 
-Plugins import :mod:`dlm.hookspecs` (``hookimpl``), :mod:`dlm.records` and
-:mod:`dlm.family`; everything else is core's own business.
+Plugins import :mod:`dlm.hookspecs` (``hookimpl``), :mod:`dlm.records`,
+:mod:`dlm.family` and :mod:`dlm.errors`; everything else is core's own business.
 """
 
 from dlm.hookspecs import hookimpl

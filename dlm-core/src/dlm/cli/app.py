@@ -64,3 +64,19 @@ class DlmGroup(click.Group):
         except KeyboardInterrupt:
             err_console.print("interrupted", style="bold red")
             ctx.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as exc:  # an unexpected failure: still no traceback by default
+            verbose = verbose or bool((ctx.obj or {}).get("verbose"))
+            if verbose:
+                err_console.print(traceback.format_exc(), markup=False, highlight=False)
+            command = ctx.invoked_subcommand or "dlm"
+            err_console.print(
+                f"{command}: {type(exc).__name__}: {exc}\n  → re-run with --verbose for the traceback",
+                style="bold red",
+                markup=False,
+                highlight=False,
+            )
+            ctx.exit(1)
