@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dlm.errors import DlmError
 from dlm_vl_internvl.templates import (
     IM_END,
     IMG_CONTEXT,
@@ -66,8 +67,13 @@ NAMED_IMAGE_TOKENS = {
 }
 
 
-class ConversionError(ValueError):
-    """The original checkpoint cannot be converted (unsupported option, unknown key…)."""
+class ConversionError(DlmError, ValueError):
+    """The original checkpoint cannot be converted (unsupported option, unknown key…).
+
+    A :class:`~dlm.errors.DlmError`, so the CLI prints it without a traceback.
+    """
+
+    subject = "convert"
 
 
 # ------------------------------------------------------------------- config
