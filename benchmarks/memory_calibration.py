@@ -237,7 +237,7 @@ def _build_model(spec: dict[str, Any]) -> Any:
         max_position_embeddings=32768,
     )
     if family == "qwen2-vl":
-        config = tf.Qwen2VLConfig(
+        config: Any = tf.Qwen2VLConfig(
             text_config=dict(common, rms_norm_eps=1e-6),
             vision_config=dict(
                 depth=v["layers"],
@@ -379,7 +379,12 @@ def child(
     torch.manual_seed(0)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
     built = time.perf_counter()
-    model = _build_model(spec).to(dtype=dtype)
+    # build straight on the device at the training dtype: a full-size base
+    # built in fp32 on the host first would need four bytes per parameter there
+    torch.set_default_dtype(dtype)
+    with torch.device(device):
+        model = _build_model(spec)
+    torch.set_default_dtype(torch.float32)
     params = sum(p.numel() for p in model.parameters())
     model.config.use_cache = False
     model.set_attn_implementation("sdpa")
@@ -414,10 +419,13 @@ def child(
         before = _rss_kib("VmRSS") * 1024
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # reset the high-water mark to the current RSS
-    loss = model(**batch_inputs).loss
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    try:
+        loss = model(**batch_inputs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    except torch.cuda.OutOfMemoryError:
+        return {"family": spec["family"], "batch": batch, "params": params, "oom": True}
     if device == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
@@ -471,7 +479,8 @@ def measure(
         raise RuntimeError(
             f"measurement of {spec['family']} batch {batch} failed:\n{proc.stderr[-4000:]}"
         )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def calibrate(
@@ -492,6 +501,13 @@ def calibrate(
                 spec, batch, device=device, precision=precision, threads=threads, warmup=warmup
             )
             estimate = predict(spec, batch, result["params"], precision, device)
+            if result.get("oom"):
+                print(
+                    f"{family:9} b{batch}: out of memory (predicted total "
+                    f"{estimate.total / 2**30:.1f} GiB); skipped",
+                    file=sys.stderr,
+                )
+                continue
             predicted = estimate.step_bytes
             measured = result["growth_bytes"]
             rows.append(
@@ -507,6 +523,9 @@ def calibrate(
                     "params": result["params"],
                     "measured_bytes": measured,
                     "predicted_bytes": predicted,
+                    # whole-process peak; on CUDA comparable with predicted tensors
+                    "measured_peak_bytes": result["peak_bytes"],
+                    "predicted_tensor_bytes": estimate.total - estimate.overhead,
                     "error_pct": round(100.0 * (predicted - measured) / measured, 1),
                     "parts": {
                         "activations": estimate.activations,
@@ -548,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dlm-core" / "src"))
     scale = args.scale or ("full" if args.device == "cuda" else "mid")
+    if scale == "full" and args.device == "cpu":
+        parser.error("--scale full builds the real bases' sizes: use it with --device cuda")
     rows = calibrate(
         args.family or list(FAMILIES),
         args.batch or [1, 4],

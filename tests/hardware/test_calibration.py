@@ -1,0 +1,47 @@
+"""One real measurement against the estimate: a small Qwen2-VL training step on the CPU.
+
+The full per-family calibration is ``benchmarks/memory_calibration.py``; this
+keeps one of its measurements in the suite so a change to the memory model
+(or to the stack under it) that breaks the agreement fails a test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_benchmark():
+    path = REPO / "benchmarks" / "memory_calibration.py"
+    spec = importlib.util.spec_from_file_location("memory_calibration", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("memory_calibration", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/proc/self/clear_refs").exists(),
+    reason="needs Linux's resettable RSS high-water mark",
+)
+def test_small_qwen2_vl_step_matches_the_estimate():
+    bench = load_benchmark()
+    spec = bench.case("qwen2-vl", "lm")  # 448² image: 256 image tokens, 8k vocabulary
+    spec["text"].update(layers=4, hidden=256, intermediate=1024, heads=2, kv_heads=1)
+    batch = 2
+    result = bench.measure(spec, batch, timeout=600)
+    estimate = bench.predict(spec, batch, result["params"], "fp32", "cpu")
+    measured, predicted = result["growth_bytes"], estimate.step_bytes
+    # big enough that the model, not the framework, sets the step's memory
+    assert measured > 100 * 2**20
+    error = predicted / measured - 1
+    assert abs(error) <= bench.ACCEPT, (
+        f"measured {measured / 2**20:.1f} MiB, predicted {predicted / 2**20:.1f} MiB ({error:+.1%})"
+    )
