@@ -29,7 +29,9 @@ def _gib(n: int | None) -> str:
 
 def _size(n: int) -> str:
     """GiB for big parts, MiB for the small ones a GiB column would show as 0.0."""
-    return _gib(n) if n >= GIB // 10 else f"{n / 2**20:.0f} MiB"
+    if n >= GIB // 10:
+        return _gib(n)
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
 # ----------------------------------------------------------------- gathering
