@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -298,3 +299,21 @@ def test_lora_targets_only_the_language_model(
     # every attention and MLP projection of every LM layer
     assert len(hits) == 7 * tiny_internvl.base.text.num_layers
     assert not any("vision_tower" in n or "multi_modal_projector" in n for n in hits)
+
+
+def test_tiny_param_counts_match_the_built_model(
+    tiny_internvl: TinyInternVL, tiny_internvl_model: object
+) -> None:
+    model: Any = tiny_internvl_model
+    total = sum(p.numel() for p in model.parameters())
+    vision = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if "vision_tower" in n or "multi_modal_projector" in n
+    )
+    base = tiny_internvl.base
+    assert (base.params.total, base.params.vision, base.params.language) == (
+        total,
+        vision,
+        total - vision,
+    )
