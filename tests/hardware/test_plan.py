@@ -187,7 +187,7 @@ def test_processes_split_the_effective_batch():
     assert any("rounded up" in n for n in odd.notes)
 
 
-@pytest.mark.parametrize(("spec", "processes"), [("cuda:24", 2), ("cuda:80x2", 3), ("cpu:64", 2)])
+@pytest.mark.parametrize(("spec", "processes"), [("cuda:24", 2), ("cuda:80x2", 3), ("mps:64", 2)])
 def test_more_processes_than_devices_is_misuse(spec, processes):
     with pytest.raises(UsageError):
         plan(QWEN2_VL_2B, spec, processes=processes, force=True)

@@ -18,6 +18,14 @@ and the way out):
    memory holds the plan;
 5. a document whose longest example does not fit even at micro-batch 1 with
    checkpointing, unless ``force`` (which proceeds with a loud warning).
+
+Several processes (``processes``, ``local_processes`` of them on this host)
+train data parallel: the plan is per process (one GPU each on CUDA; on the
+CPU the processes share the host's RAM). When the base does not fit one
+device at micro-batch 1, the plan shards it with FSDP across the processes
+(:mod:`dlm.hardware.sharding`); otherwise each process holds the whole base
+(DDP). The document's effective batch stays what it says: the planner
+divides it between the processes and adjusts accumulation.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from dlm.errors import PlanError, UsageError
 from dlm.format.document import TrainingSettings
 from dlm.hardware.host import GIB, HostFacts
 from dlm.hardware.memory import LM_PROJECTIONS, MemoryEstimate, estimate_memory
+from dlm.hardware.sharding import sharded_estimate
 from dlm.records import BaseSpec
 
 #: The effective batch when the document sets neither micro-batch nor accumulation.
@@ -49,6 +58,13 @@ MIN_MPS_MEMORY = 16 * GIB
 MINIMAL_TEXT_TOKENS = 32
 
 ATTN_IMPLEMENTATION = "sdpa"
+
+#: How the processes of a run share the model: one process; data parallel with
+#: the whole base in each (DDP); or the base sharded across them (FSDP).
+STRATEGIES = ("single", "ddp", "fsdp")
+
+#: What the caller may ask for: the planner's choice, or one of the two.
+SHARDING_CHOICES = ("auto", "ddp", "fsdp")
 
 _PRECISION_ALIASES = {
     "bf16": "bf16",
@@ -71,7 +87,9 @@ class TrainingPlan:
     """How one training run uses the host, and why.
 
     ``micro_batch`` x ``grad_accum`` x ``processes`` = ``effective_batch``.
-    ``expected_peak_bytes`` is ``memory.total`` for one process (one device).
+    ``expected_peak_bytes`` is ``memory.total`` for one process (one device);
+    ``usable_bytes`` is what one process may fill. ``strategy`` is one of
+    :data:`STRATEGIES`; ``local_processes`` of the ``processes`` run on this host.
     """
 
     base: str
@@ -91,6 +109,8 @@ class TrainingPlan:
     processes: int
     warnings: list[str] = attrs.field(factory=list)
     notes: list[str] = attrs.field(factory=list)
+    strategy: str = "single"
+    local_processes: int = 1
 
     @property
     def fits(self) -> bool:
@@ -112,6 +132,8 @@ class TrainingPlan:
             "fits": self.fits,
             "forced": self.forced,
             "processes": self.processes,
+            "local_processes": self.local_processes,
+            "strategy": self.strategy,
             "warnings": list(self.warnings),
             "notes": list(self.notes),
             "memory": self.memory.to_dict(),
@@ -119,8 +141,12 @@ class TrainingPlan:
         }
 
 
-def usable_bytes(host: HostFacts) -> int:
-    return int(host.memory_bytes * USABLE_FRACTION.get(host.backend, 0.85))
+def usable_bytes(host: HostFacts, local_processes: int = 1) -> int:
+    """What one training process may fill; CPU processes share the host's RAM."""
+    usable = int(host.memory_bytes * USABLE_FRACTION.get(host.backend, 0.85))
+    if host.backend == "cpu":
+        usable //= max(1, local_processes)
+    return usable
 
 
 def host_label(host: HostFacts) -> str:
@@ -215,6 +241,8 @@ def plan_training(
     force: bool = False,
     processes: int = 1,
     notes: Sequence[str] = (),
+    local_processes: int | None = None,
+    sharding: str = "auto",
 ) -> TrainingPlan:
     """Plan a training run of ``base`` on ``host`` for these examples.
 
@@ -223,20 +251,14 @@ def plan_training(
     of images. ``notes`` from the caller (e.g. how the token budget set
     ``sequence_len``) are kept in the plan. Raises :class:`PlanError` for
     every refusal; ``force`` turns the overridable ones into warnings.
+
+    ``processes`` is the run's world size, ``local_processes`` (default: all
+    of them) how many run on this host. ``sharding`` is ``"auto"`` (FSDP only
+    when the base does not fit one device at micro-batch 1), ``"fsdp"`` or
+    ``"ddp"``.
     """
-    if processes < 1:
-        raise UsageError(f"--processes must be at least 1 (got {processes})")
-    if host.backend == "cuda" and processes > max(1, host.device_count):
-        raise UsageError(
-            f"--processes {processes} needs {processes} CUDA devices; this host has "
-            f"{host.device_count}",
-            hint="use at most one process per GPU",
-        )
-    if host.backend != "cuda" and processes > 1:
-        raise UsageError(
-            f"--processes {processes} needs several CUDA devices; this host is {host.backend}",
-            hint="drop --processes (one process trains on this host)",
-        )
+    local = _check_processes(host, processes, local_processes, sharding)
+    strategy = "single" if processes == 1 else "ddp"
     if not example_tokens:
         raise PlanError(
             "the document yields no training examples to plan for",
@@ -251,7 +273,7 @@ def plan_training(
     seq_len = max(example_tokens)
     longest = example_tokens.index(seq_len)
     images = max(example_images)
-    usable = usable_bytes(host)
+    usable = usable_bytes(host, local)
     modules, on_vision = lora_targets(settings.target_modules)
 
     def estimate(
@@ -261,7 +283,14 @@ def plan_training(
         n_images: int = images,
         on: str | None = None,
     ) -> MemoryEstimate:
-        """``on="cuda"`` estimates the same run on a bf16 GPU (for advice)."""
+        """Per process, as the chosen strategy runs it; ``on="cuda"`` estimates
+        the same run on a bf16 GPU (for advice)."""
+        one = unsharded(micro, checkpointing, seq, n_images, on)
+        return sharded_estimate(one, base, processes) if strategy == "fsdp" else one
+
+    def unsharded(
+        micro: int, checkpointing: bool, seq: int, n_images: int, on: str | None
+    ) -> MemoryEstimate:
         return estimate_memory(
             base,
             precision=precision if on is None else "bf16",
@@ -288,8 +317,24 @@ def plan_training(
             f"length of {base.context_length}"
         )
 
+    if processes > 1:
+        strategy = _choose_strategy(
+            base, sharding, processes, usable, estimate(1, True), plan_notes
+        )
     minimum = estimate(1, True)
-    _check_refusals(base, host, precision, minimum, usable, force, warnings, estimate, seq_len)
+    _check_refusals(
+        base,
+        host,
+        precision,
+        minimum,
+        usable,
+        force,
+        warnings,
+        estimate,
+        seq_len,
+        strategy,
+        processes,
+    )
 
     micro, accum, checkpointing = _choose_batch(
         settings, processes, usable, estimate, warnings, plan_notes
@@ -316,7 +361,62 @@ def plan_training(
         processes=processes,
         warnings=warnings,
         notes=plan_notes,
+        strategy=strategy,
+        local_processes=local,
     )
+
+
+def _check_processes(
+    host: HostFacts, processes: int, local_processes: int | None, sharding: str
+) -> int:
+    """How many of the run's processes are on this host (misuse raises UsageError)."""
+    if processes < 1:
+        raise UsageError(f"--processes must be at least 1 (got {processes})")
+    local = processes if local_processes is None else local_processes
+    if local < 1 or local > processes or processes % local:
+        raise UsageError(
+            f"{processes} processes cannot be spread as {local} per host",
+            hint="every host runs the same number of processes (num_processes / num_machines)",
+        )
+    if sharding not in SHARDING_CHOICES:
+        raise UsageError(
+            f"unknown sharding {sharding!r}", hint=f"use one of {', '.join(SHARDING_CHOICES)}"
+        )
+    if host.backend == "cuda" and local > max(1, host.device_count):
+        raise UsageError(
+            f"--processes {local} on this host needs {local} CUDA devices; it has "
+            f"{host.device_count}",
+            hint="use at most one process per GPU",
+        )
+    if host.backend == "mps" and local > 1:
+        raise UsageError(
+            f"--processes {local} needs several devices; Apple Silicon has one GPU",
+            hint="drop --processes (one process trains on this Mac)",
+        )
+    return local
+
+
+def _choose_strategy(
+    base: BaseSpec,
+    sharding: str,
+    processes: int,
+    usable: int,
+    one_device: MemoryEstimate,
+    notes: list[str],
+) -> str:
+    """DDP when the base fits one device at micro-batch 1, else FSDP (or as asked)."""
+    if sharding != "auto":
+        notes.append(f"{sharding.upper()} across {processes} processes, as asked")
+        return sharding
+    if one_device.total <= usable:
+        return "ddp"
+    sharded = sharded_estimate(one_device, base, processes)
+    notes.append(
+        f"FSDP: {base.key} needs {gib(one_device.total)} per process unsharded at micro-batch 1 "
+        f"with checkpointing, {gib(usable)} usable; sharded across {processes} processes "
+        f"it needs {gib(sharded.total)}"
+    )
+    return "fsdp"
 
 
 def _check_refusals(
@@ -329,9 +429,13 @@ def _check_refusals(
     warnings: list[str],
     estimate: Callable[..., MemoryEstimate],
     seq_len: int,
+    strategy: str = "single",
+    processes: int = 1,
 ) -> None:
     need = minimum.total
     at_minimum = f"at micro-batch 1 with gradient checkpointing in {precision}"
+    if strategy == "fsdp":
+        at_minimum += f", sharded with FSDP across {processes} processes"
 
     if host.backend == "mps" and not base.tiny and host.memory_bytes < MIN_MPS_MEMORY:
         raise PlanError(
@@ -388,13 +492,22 @@ def _check_refusals(
         tokens = base.image.tokens_per_image + MINIMAL_TEXT_TOKENS
         base_need = estimate(1, True, seq=tokens, n_images=1).total
         if base_need > usable:
+            shard_hint = ""
+            if strategy == "fsdp":
+                shard_hint = ", shard it across more GPUs (--processes)"
+            elif processes == 1 and host.device_count > 1:
+                shard_hint = (
+                    f", shard it with FSDP across this host's {host.device_count} GPUs "
+                    f"(--processes {host.device_count})"
+                )
             raise PlanError(
-                f"{base.key} needs at least {gib(base_need)} on one CUDA device to train at all "
+                f"{base.key} needs at least {gib(base_need)} on "
+                f"{'each' if strategy == 'fsdp' else 'one'} CUDA device to train at all "
                 f"(weights {gib(minimum.weights)} in {precision}; one image and "
                 f"{MINIMAL_TEXT_TOKENS} text tokens {at_minimum}); this GPU "
                 f"({host.device_name}) has {gib(host.memory_bytes)} ({gib(usable)} usable)",
                 hint=f"use a GPU with at least {gib(base_need / USABLE_FRACTION['cuda'])} "
-                f"(plan for one with --assume cuda:N), or a smaller base",
+                f"(plan for one with --assume cuda:N){shard_hint}, or a smaller base",
             )
 
     if need > usable:
@@ -436,8 +549,15 @@ def _choose_batch(
     share = math.ceil(DEFAULT_EFFECTIVE_BATCH / processes)
 
     if user_micro is not None:
-        micro = user_micro
-        accum = user_accum if user_accum is not None else max(1, math.ceil(share / micro))
+        doc_accum = (
+            user_accum
+            if user_accum is not None
+            else max(1, math.ceil(DEFAULT_EFFECTIVE_BATCH / user_micro))
+        )
+        per = _share(user_micro * doc_accum, processes, notes)
+        micro = next(m for m in _batch_candidates(per) if m <= user_micro)
+        accum = per // micro
+        _note_split(micro, accum, processes, notes)
         checkpointing = not fits(micro, False)
         if checkpointing and not fits(micro, True):
             best, best_ckpt = largest(micro)
@@ -455,9 +575,14 @@ def _choose_batch(
         return micro, accum, checkpointing
 
     if user_accum is not None:
-        target = max(1, math.ceil(share / user_accum))
-        micro, checkpointing = largest(target)
-        return micro, user_accum, checkpointing
+        target = max(1, math.ceil(DEFAULT_EFFECTIVE_BATCH / user_accum))
+        if processes == 1:
+            micro, checkpointing = largest(target)
+            return micro, user_accum, checkpointing
+        per = _share(target * user_accum, processes, notes)
+        micro, checkpointing = largest(per)
+        _note_split(micro, per // micro, processes, notes)
+        return micro, per // micro, checkpointing
 
     micro, checkpointing = largest(share)
     accum = share // micro
@@ -477,3 +602,23 @@ def _choose_batch(
             f"without it, {gib(usable)} usable"
         )
     return micro, accum, checkpointing
+
+
+def _share(effective: int, processes: int, notes: list[str]) -> int:
+    """Examples per optimizer step of one of ``processes`` processes that together
+    make the document's ``effective`` batch (rounded up to a multiple of them)."""
+    per = math.ceil(effective / processes)
+    if per * processes != effective:
+        notes.append(
+            f"effective batch {per * processes}: the document's {effective} rounded up to a "
+            f"multiple of {processes} processes"
+        )
+    return per
+
+
+def _note_split(micro: int, accum: int, processes: int, notes: list[str]) -> None:
+    if processes > 1:
+        notes.append(
+            f"effective batch {micro * accum * processes}: micro-batch {micro} x accumulation "
+            f"{accum} in each of {processes} processes"
+        )
