@@ -1,14 +1,18 @@
 """Per-process memory of a run sharded with FSDP across ``world`` processes.
 
 dlm shards with FSDP2 (``torch.distributed.fsdp.fully_shard``) in units of
-one transformer layer (LM decoder layers and vision blocks: the model's
-``_no_split_modules``) plus the root, which holds everything else
-(embeddings, LM head, final norm, patch embedding, projector). At the peak
-of a step each process holds:
+one LM decoder layer plus the root, which holds everything else
+(embeddings, LM head, final norm, the vision tower and projector). The
+vision tower stays in the root on purpose: a unit is gathered by a
+collective every time it runs, and a process whose micro-batch has no
+image (or whose features come from a cache) does not run the tower, so
+per-block units would leave the processes waiting on each other. At the
+peak of a step each process holds:
 
 - its ``1/world`` share of every layer's weights at rest;
-- the root's weights whole: FSDP2 does not reshard the root after the
-  forward pass, because the backward pass gathers it again at once;
+- the root's weights whole (the vision tower among them): FSDP2 does not
+  reshard the root after the forward pass, because the backward pass
+  gathers it again at once;
 - two gathered layers: the one computing and the one prefetched;
 - its ``1/world`` share of the LoRA weights and AdamW states (LoRA lives
   in the layers, so it is sharded with them);
@@ -55,10 +59,8 @@ def vision_layer_params(base: BaseSpec) -> int:
 
 
 def root_params(base: BaseSpec) -> int:
-    """Weights outside the layers: embeddings, LM head, projector, patch embedding."""
-    in_layers = base.text.num_layers * lm_layer_params(base)
-    in_layers += base.vision.num_layers * vision_layer_params(base)
-    return max(0, base.params.total - in_layers)
+    """Weights outside the LM decoder layers: embeddings, LM head, vision tower, projector."""
+    return max(0, base.params.total - base.text.num_layers * lm_layer_params(base))
 
 
 def sharded_estimate(estimate: MemoryEstimate, base: BaseSpec, world: int) -> MemoryEstimate:
@@ -68,7 +70,7 @@ def sharded_estimate(estimate: MemoryEstimate, base: BaseSpec, world: int) -> Me
     d = precision_bytes(estimate.precision)
     root = min(root_params(base), base.params.total)
     layered = base.params.total - root
-    gathered = GATHERED_LAYERS * max(lm_layer_params(base), vision_layer_params(base))
+    gathered = GATHERED_LAYERS * lm_layer_params(base)
     weights = (math.ceil(layered / world) + root + min(gathered, layered)) * d
     return attrs.evolve(
         estimate,
