@@ -121,10 +121,23 @@ def prepared_png(t: Tiny, image: Path) -> bytes:
 
 
 def special_ids(t: Tiny) -> list[int]:
-    """Every special/added token id: banned on both sides so answers run their full length."""
+    """Token ids banned on both sides while comparing.
+
+    Special/added tokens, so answers run their full length; byte pieces that
+    are not a whole character, since the two runtimes assemble cut multi-byte
+    characters differently (transformers writes U+FFFD, llama.cpp holds the
+    bytes back past ``max_tokens``); and ids that print nothing (the padding
+    rows past the tokenizer), which would hide where two answers part. What is
+    left compares as text exactly as it does as tokens.
+    """
     processor = t.family.load_processor(t.base, t.base_dir)
     tokenizer = getattr(processor, "tokenizer", processor)
-    return sorted(set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values()))
+    banned = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+    for token_id in range(max(len(tokenizer), t.base.text.vocab_size)):
+        text = tokenizer.decode([token_id]) if token_id < len(tokenizer) else ""
+        if not text or "\ufffd" in text:
+            banned.add(token_id)
+    return sorted(banned)
 
 
 def transformers_answers(
@@ -140,6 +153,7 @@ def transformers_answers(
     processor = t.family.load_processor(t.base, t.base_dir)
     tokenizer = getattr(processor, "tokenizer", processor)
     stops = [tokenizer.convert_tokens_to_ids(s) for s in t.family.stop_tokens(t.base, processor)]
+    banned = special_ids(t)
     out = []
     for image in images:
         with Image.open(image) as img:
@@ -152,13 +166,12 @@ def transformers_answers(
                 max_new_tokens=n,
                 min_new_tokens=n,
                 do_sample=False,
-                suppress_tokens=special_ids(t),
+                suppress_tokens=banned,
                 eos_token_id=stops,
                 pad_token_id=stops[0],
             )
         new = generated[0, inputs["input_ids"].shape[1] :]
-        # transformers writes U+FFFD for a cut multi-byte character, llama.cpp drops it
-        out.append(tokenizer.decode(new, skip_special_tokens=True).replace("\ufffd", ""))
+        out.append(tokenizer.decode(new, skip_special_tokens=True))
     return out
 
 

@@ -212,3 +212,19 @@ def test_override_without_converter_is_a_clear_error(
     monkeypatch.setenv("DLM_LLAMA_CPP", str(tmp_path))
     with pytest.raises(GGUFExportError, match=r"has no convert_hf_to_gguf\.py"):
         override_source()
+
+
+def test_paligemma_strict_export_fails_naming_architecture_and_revision(tmp_path: Path) -> None:
+    from tests.conftest import run_dlm
+
+    doc = tmp_path / "p.dlm"
+    assert run_dlm("init", doc, "--base", "tiny-paligemma").returncode == 0
+    strict = run_dlm("export", doc, "--target", "gguf", "--strict")
+    assert strict.returncode == 1
+    flat = " ".join(strict.stderr.split())
+    assert "PaliGemmaForConditionalGeneration" in flat and "UNSUPPORTED" in flat
+    assert "llama.cpp 0c1e57098" in flat and "Traceback" not in flat
+    listed = run_dlm("export", doc, "--list-targets")
+    assert listed.returncode == 0
+    rows = [line for line in listed.stdout.splitlines() if line.startswith(("│ gguf", "│ ollama"))]
+    assert len(rows) == 2 and all("UNSUPPORTED" in row for row in rows)

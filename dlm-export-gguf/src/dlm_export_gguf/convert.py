@@ -113,10 +113,11 @@ def run_converter(source: ConverterSource, jobs: list[Job], *, log_file: Path) -
     with log_file.open("w", encoding="utf-8") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
     text = log_file.read_text(encoding="utf-8", errors="replace")
-    failed = next((job for job in jobs if not job.out_file.is_file()), None)
-    if proc.returncode != 0 or failed is not None:
+    missing = next((job for job in jobs if not job.out_file.is_file()), None)
+    if proc.returncode != 0 or missing is not None:
+        # the job that was running when the child died (a crash can leave its file half written)
         started = text.count(JOB_MARKER)
-        job = jobs[max(started, 1) - 1] if failed is None else failed
+        job = jobs[max(started, 1) - 1] if proc.returncode != 0 or missing is None else missing
         tail = _tail(text)
         hint = f"the converter is {source.describe()}"
         if "pre-tokenizer was not recognized" in tail:
@@ -124,6 +125,13 @@ def run_converter(source: ConverterSource, jobs: list[Job], *, log_file: Path) -
                 "the tokenizer's pre-tokenizer is unknown to this llama.cpp and does not "
                 f"split exactly like {' or '.join(KNOWN_PRETOKENIZERS)}, so dlm will not guess "
                 f"it; use a llama.cpp that knows it (DLM_LLAMA_CPP=/path/to/llama.cpp). {hint}"
+            )
+        elif job.mmproj and "Can not map tensor" in tail:
+            hint = (
+                "the converter maps projector layers by vision-block index, so a vision "
+                "tower with fewer blocks than the projector's highest index cannot convert "
+                "(at the pin: Qwen2-VL and Mistral 3 need >= 3 vision layers, InternVL >= 4). "
+                f"{hint}"
             )
         raise GGUFExportError(f"converting the {job.what} failed:\n{tail}", hint=hint)
     used = re.search(re.escape(FALLBACK_MARKER) + r" (\S+)", text)

@@ -1,29 +1,18 @@
-"""The one error type this plugin raises for a failed export or a missing llama.cpp.
+"""The one error type this plugin raises: a failed export or an unusable llama.cpp.
 
-A plugin codes only against core's public API, which has no error type for
-exporters, so this mirrors ``dlm.errors.DlmError``'s shape (``message``,
-``hint``, ``subject``, ``exit_code``, ``render()``) for the dispatcher to show.
+A :class:`dlm.errors.ExportError`, so the CLI prints it as
+``gguf: message`` plus the next step, exit code 1, no traceback.
 """
 
 from __future__ import annotations
 
+from dlm.errors import ExportError
 
-class GGUFExportError(Exception):
+
+class GGUFExportError(ExportError):
     """An export step failed: ``message`` says what, ``hint`` what to do next."""
 
-    exit_code = 1
     subject = "gguf"
 
     def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def render(self) -> str:
-        text = f"{self.subject}: {self.message}"
-        if self.hint:
-            text += f"\n  → {self.hint}"
-        return text
-
-    def __str__(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
+        super().__init__(message, hint=hint)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import os
 import re
 import sys
@@ -42,6 +43,30 @@ class _Captured:
     text = ""
 
 
+_raw_log_callback: Any = None
+
+
+def _log_raw_bytes(enable: bool) -> None:
+    """Route libllama's log to fd 2 as raw bytes (its Python callback fails on cut UTF-8)."""
+    global _raw_log_callback
+    llama_cpp = sys.modules.get("llama_cpp")
+    if llama_cpp is None:
+        return
+    if not enable:
+        from llama_cpp import _logger
+
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+        return
+    if _raw_log_callback is None:
+
+        @llama_cpp.llama_log_callback  # type: ignore[misc]
+        def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            os.write(2, text)
+
+        _raw_log_callback = callback  # kept alive: C holds the pointer
+    llama_cpp.llama_log_set(_raw_log_callback, ctypes.c_void_p(0))
+
+
 @contextlib.contextmanager
 def captured_stderr() -> Iterator[_Captured]:
     """Send fd 2 (C libraries included) to a buffer for the duration."""
@@ -50,9 +75,11 @@ def captured_stderr() -> Iterator[_Captured]:
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as buf:
         os.dup2(buf.fileno(), 2)
+        _log_raw_bytes(True)
         try:
             yield result
         finally:
+            _log_raw_bytes(False)
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
