@@ -44,18 +44,25 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
+_STRATEGY = {"ddp": "data parallel (DDP)", "fsdp": "sharded with FSDP"}
+
+
 def print_plan(plan: Any, budget: Budget, console: Console) -> None:
     host = plan.host
     parts = [
         f"[bold]plan[/bold] {host.backend} ({host.device_name})",
         f"precision {plan.precision}",
         f"micro-batch {plan.micro_batch} × accumulation {plan.grad_accum}"
-        f" = effective batch {plan.effective_batch}",
+        + (f" × {plan.processes} processes" if plan.processes > 1 else "")
+        + f" = effective batch {plan.effective_batch}",
         f"sequence_len {budget.sequence_len}",
         "gradient checkpointing on" if plan.checkpointing else "no gradient checkpointing",
         f"attention {plan.attn_implementation}",
-        f"expected peak {_gib(plan.expected_peak_bytes)}",
+        f"expected peak {_gib(plan.expected_peak_bytes)}"
+        + (" per process" if plan.processes > 1 else ""),
     ]
+    if plan.processes > 1:
+        parts.insert(1, _STRATEGY.get(plan.strategy, plan.strategy))
     console.print(" · ".join(parts))
     for note in plan.notes:
         console.print(f"  note: {note}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,6 +23,7 @@ import attrs
 from rich.console import Console
 
 from dlm.engine.budget import Budget, check_budget
+from dlm.engine.distributed import Ranks
 from dlm.engine.examples import ExampleSet, build_examples
 from dlm.engine.ingest import store_images
 from dlm.engine.prepare import PreparedDocument, prepare_document
@@ -45,11 +47,13 @@ class TrainOptions:
     allow_outside: bool = False
     accept_license: bool = False
     assume: str | None = None  # plan for an assumed host (see dlm doctor --assume)
+    processes: int | None = None  # data-parallel processes on this host (--processes)
+    accelerate_config: str | None = None  # a multi-machine run (--accelerate-config)
 
 
 @attrs.frozen
 class TrainResult:
-    version: str
+    version: str  # "" on a rank, or on a machine other than machine 0: nothing committed here
     steps: int
     final_loss: float
     seconds: float
@@ -174,12 +178,19 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
         )
 
     from dlm.engine.quiet import quiet_transformers
+    from dlm.engine.topology import resolve_topology
     from dlm.hardware.host import assume_host, probe_host
     from dlm.hardware.plan import plan_training
 
     quiet_transformers()
     family, base = prepared.family, prepared.base
     host = assume_host(options.assume) if options.assume else probe_host()
+    topology = resolve_topology(options.processes, options.accelerate_config)
+    parallel: dict[str, Any] = {
+        "processes": topology.processes,
+        "local_processes": topology.local_processes,
+        "sharding": topology.sharding,
+    }
     settings = prepared.doc.frontmatter.training
     if not base.tiny:
         # Refuse what this host cannot train before downloading gigabytes of
@@ -192,6 +203,7 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
             example_images=[len(e.images) for e in examples],
             settings=settings,
             force=options.force,
+            **parallel,
         )
     with console.status(f"preparing base {base.key}…"):
         base_dir = family.materialize(base, dlm_home())
@@ -205,12 +217,15 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
         example_images=[len(e.images) for e in examples],
         settings=settings,
         force=options.force,
-        processes=1,
         notes=[budget.note] if budget.note else [],
+        **parallel,
     )
     print_plan(plan, budget, console)
 
     paths = prepared.paths
+    if not topology.main_machine:
+        # Another machine's share of the run: machine 0 holds the lock and commits.
+        return _launch(doc_path, options, prepared, plan, topology, None, started, console)
     with StoreLock(paths.lock_file, command="dlm train"):
         blobs = BlobStore(paths.blobs)
         refs = store_images(list(prepared.images), blobs)
@@ -224,6 +239,10 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
             manifest.license_acceptances.setdefault(base.key, acceptance)
         save_manifest(paths, manifest)
 
+        if topology.distributed:
+            return _launch(
+                doc_path, options, prepared, plan, topology, paths.blobs, started, console
+            )
         return _train_and_commit(
             prepared=prepared,
             example_set=example_set,
@@ -238,6 +257,32 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
         )
 
 
+def _launch(
+    doc_path: str | Path,
+    options: TrainOptions,
+    prepared: PreparedDocument,
+    plan: Any,
+    topology: Any,
+    blob_root: Path | None,
+    started: float,
+    console: Console,
+) -> TrainResult:
+    from dlm.engine.launch import train_distributed
+
+    result: TrainResult = train_distributed(
+        document=Path(doc_path).resolve(),
+        allow_outside=options.allow_outside,
+        force=options.force,
+        plan=plan,
+        topology=topology,
+        prepared=prepared,
+        blob_root=blob_root,
+        started=started,
+        console=console,
+    )
+    return result
+
+
 def _train_and_commit(
     *,
     prepared: PreparedDocument,
@@ -250,12 +295,17 @@ def _train_and_commit(
     options: TrainOptions,
     console: Console,
     started: float,
+    ranks: Ranks | None = None,
+    output_dir: Path | None = None,
 ) -> TrainResult:
+    """Train and commit; or, as one rank of a multi-process run (``ranks``), train
+    and leave the adapter in ``output_dir`` (rank 0) for the launcher to commit."""
     import torch
     from accelerate import Accelerator
     from transformers import get_scheduler
 
     from dlm.engine.batching import epoch_micro_batches
+    from dlm.engine.distributed import inputs_fingerprint
     from dlm.engine.lora import attach_lora
     from dlm.engine.progress import TrainProgress
     from dlm.engine.step import training_loss
@@ -264,6 +314,7 @@ def _train_and_commit(
     settings = prepared.doc.frontmatter.training
     examples = list(example_set.examples)
     previous = current_version(paths)
+    ranks = ranks if ranks is not None else Ranks.single()
 
     if base.tiny and plan.host.backend == "cpu":
         # Toy-sized matrices: threading overhead exceeds the work, and on a busy
@@ -273,7 +324,10 @@ def _train_and_commit(
     if plan.precision == "fp32":
         torch.use_deterministic_algorithms(True, warn_only=True)
     mixed = {"bf16": "bf16", "fp16": "fp16"}.get(plan.precision, "no")
-    accelerator = Accelerator(mixed_precision=mixed, cpu=plan.host.backend == "cpu")
+    accelerator = Accelerator(
+        mixed_precision=mixed, cpu=plan.host.backend == "cpu", **ranks.accelerator_kwargs()
+    )
+    ranks.bind(accelerator)
     with console.status(f"loading {base.key}…"):
         model = family.load_model(base, base_dir, _precision_dtype(plan.precision), "cpu")
         if plan.checkpointing:
@@ -284,12 +338,14 @@ def _train_and_commit(
         _seed_everything(settings.seed)  # LoRA init draws from the RNG
         model = attach_lora(model, base, family, settings)
     model.train()
+    ranks.reseed(settings.seed)
+    model = ranks.shard_model(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.0)
 
     micro = plan.micro_batch
     accum = plan.grad_accum
-    micro_batches_per_epoch = math.ceil(len(examples) / micro)
+    micro_batches_per_epoch = math.ceil(len(examples) / ranks.global_micro_batch(micro))
     steps_per_epoch = math.ceil(micro_batches_per_epoch / accum)
     total_steps = steps_per_epoch * settings.num_epochs
     scheduler = get_scheduler(
@@ -298,11 +354,13 @@ def _train_and_commit(
         num_warmup_steps=int(settings.warmup_ratio * total_steps),
         num_training_steps=total_steps,
     )
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer, scheduler = ranks.prepare(accelerator, model, optimizer, scheduler)
+    ranks.check_same_inputs(inputs_fingerprint(examples, plan, settings.seed))
 
     images = _ImageCache(prepared)
     run_stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    paths.logs.mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        paths.logs.mkdir(parents=True, exist_ok=True)
     log_path = paths.logs / f"train-{run_stamp}.jsonl"
     log_rows: list[dict[str, Any]] = []
     generator = torch.Generator().manual_seed(settings.seed)
@@ -313,15 +371,20 @@ def _train_and_commit(
     last_loss = float("nan")
 
     try:
-        with log_path.open("w") as log, TrainProgress(console, total_steps) as progress:
+        log_file = log_path.open("w") if ranks.main else open(os.devnull, "w")  # noqa: SIM115
+        with log_file as log, TrainProgress(console, total_steps) as progress:
             for epoch in range(settings.num_epochs):
-                chunks = epoch_micro_batches(len(examples), micro, generator)
+                chunks = epoch_micro_batches(
+                    len(examples), ranks.global_micro_batch(micro), generator
+                )
                 for group_start in range(0, len(chunks), accum):
                     group = chunks[group_start : group_start + accum]
                     group_examples = sum(len(c) for c in group)
                     step_loss = 0.0
                     for i, chunk in enumerate(group):
-                        batch_examples = [examples[j] for j in chunk]
+                        mine = ranks.shard(chunk)
+                        # an empty share still runs (weight 0): every rank joins every collective
+                        batch_examples = [examples[j] for j in (mine or chunk[:1])]
                         batch = family.collate(
                             base,
                             processor,
@@ -329,13 +392,14 @@ def _train_and_commit(
                             [images.get(e) for e in batch_examples],
                         )
                         batch = _move(batch, accelerator.device)
-                        weight = len(chunk) / group_examples
+                        weight = ranks.weight(chunk, mine, group_examples, batch)
                         is_last = i == len(group) - 1
-                        ctx = accelerator.no_sync(model) if not is_last else nullcontext()
+                        ctx = ranks.no_sync(accelerator, model) if not is_last else nullcontext()
                         with ctx, accelerator.autocast():
                             loss = training_loss(model, batch) * weight
                         accelerator.backward(loss)
                         step_loss += float(loss.detach())
+                    step_loss = ranks.mean(step_loss)
                     accelerator.clip_grad_norm_(trainable, 1.0)
                     optimizer.step()
                     scheduler.step()
@@ -374,8 +438,10 @@ def _train_and_commit(
             hint="re-run with --verbose for the traceback",
         ) from exc
 
-    plot_path = _plot_loss(
-        log_rows, log_path.with_suffix(".png"), f"{base.key} · {paths.root.name}"
+    plot_path = (
+        _plot_loss(log_rows, log_path.with_suffix(".png"), f"{base.key} · {paths.root.name}")
+        if ranks.main
+        else None
     )
     startup = (first_step_at - started) if first_step_at else 0.0
     unwrapped = accelerator.unwrap_model(model)
@@ -401,6 +467,7 @@ def _train_and_commit(
         "plan": plan.to_dict(),
         "force": options.force,
         "world_size": accelerator.num_processes,
+        "strategy": plan.strategy,
         "seed": settings.seed,
         "data": {
             "examples": len(examples),
@@ -420,14 +487,23 @@ def _train_and_commit(
         ).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "finished_at": _now(),
     }
-    with commit_adapter(paths, meta={"base": base.key, "steps": step}) as staging:
-        unwrapped.save_pretrained(str(staging), safe_serialization=True)
-        (staging / "README.md").unlink(
-            missing_ok=True
-        )  # PEFT's model card; the snapshot writes its own
-        (staging / "training_run.json").write_text(
-            json.dumps(training_run, indent=2, sort_keys=True)
+    state = ranks.adapter_state(model)  # FSDP: gathered on every rank (a collective)
+    if output_dir is not None:
+        if ranks.main:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            _write_adapter(output_dir, unwrapped, state, training_run)
+        return TrainResult(
+            version="",
+            steps=step,
+            final_loss=last_loss,
+            seconds=time.monotonic() - loop_started,
+            startup_seconds=startup,
+            adapter_dir=output_dir,
+            log_path=log_path,
+            plot_path=plot_path,
         )
+    with commit_adapter(paths, meta={"base": base.key, "steps": step}) as staging:
+        _write_adapter(staging, unwrapped, state, training_run)
     version = current_version(paths)
     assert version is not None
     adapter_dir = paths.version_dir(version)
@@ -441,6 +517,17 @@ def _train_and_commit(
         log_path=log_path,
         plot_path=plot_path,
     )
+
+
+def _write_adapter(
+    directory: Path, model: Any, state: dict[str, Any] | None, training_run: dict[str, Any]
+) -> None:
+    """The adapter's files; ``state`` holds the LoRA weights when they were sharded."""
+    extra = {"state_dict": state} if state is not None else {}
+    model.save_pretrained(str(directory), safe_serialization=True, **extra)
+    # PEFT's model card: the snapshot export writes its own
+    (directory / "README.md").unlink(missing_ok=True)
+    (directory / "training_run.json").write_text(json.dumps(training_run, indent=2, sort_keys=True))
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,359 @@
+"""Start a run's processes, wait for them, and commit what rank 0 trained.
+
+The launching ``dlm train`` is the one store writer. On machine 0 it holds
+the store lock for the whole run (taken by :func:`dlm.engine.train.run_training`
+before the ranks start), stores the images, and after every rank has exited
+cleanly commits the adapter rank 0 wrote into the run's private folder
+through the two-phase commit. The ranks never write the store except rank 0's
+training log (``logs/train-*.jsonl``, under the launcher's lock); the other
+machines' launchers write nothing to their stores.
+
+Processes are started and watched by torch's elastic agent, the machinery
+behind ``torchrun`` and ``accelerate launch`` (:func:`torch.distributed.run.config_from_args`
+and :func:`torch.distributed.launcher.api.elastic_launch`), with no
+restarts: when one rank dies the agent stops the others, and
+:func:`rank_failure` turns what each rank left behind into one message that
+names the rank that failed first and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pickle
+import shutil
+import signal
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from dlm.engine.topology import Topology
+from dlm.errors import TrainError
+
+WORKER_MODULE = "dlm.engine.worker"
+SPEC_FILE = "spec.json"
+PLAN_FILE = "plan.pickle"
+RESULT_FILE = "result.json"
+ADAPTER_DIR = "adapter"
+ERRORS_DIR = "errors"
+RANK_LOGS_DIR = "rank-logs"
+
+#: Seconds between the agent's looks at its processes.
+MONITOR_INTERVAL_S = 0.5
+
+
+# ----------------------------------------------------------------- the spec
+
+
+def write_spec(run_dir: Path, plan: Any, spec: dict[str, Any]) -> Path:
+    """What every rank needs to rebuild the run: the spec (JSON) and the plan."""
+    (run_dir / PLAN_FILE).write_bytes(pickle.dumps(plan))
+    (run_dir / ERRORS_DIR).mkdir(exist_ok=True)
+    path = run_dir / SPEC_FILE
+    path.write_text(json.dumps({**spec, "run_dir": str(run_dir)}, indent=2))
+    return path
+
+
+# ----------------------------------------------------------------- launching
+
+
+def torchrun_args(topology: Topology, spec_path: Path, run_id: str, verbose: bool) -> list[str]:
+    """The ``torchrun`` command line of this machine's share of the run."""
+    args = [
+        "--nnodes",
+        str(topology.machines),
+        "--nproc-per-node",
+        str(topology.local_processes),
+        "--max-restarts",
+        "0",
+        "--monitor-interval",
+        str(MONITOR_INTERVAL_S),
+        "--log-dir",
+        str(spec_path.parent / RANK_LOGS_DIR),
+    ]
+    if not verbose and topology.local_processes > 1:
+        # Rank 0 shows progress; the others' output goes to files (their
+        # errors come back through the error files, see rank_failure).
+        quiet = ",".join(f"{r}:3" for r in range(1, topology.local_processes))
+        first = "0:3" if not topology.main_machine else "0:0"
+        args += ["--redirects", f"{first},{quiet}"]
+    if topology.machines == 1:
+        args += ["--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "--rdzv-id", run_id]
+    elif topology.rdzv_backend == "c10d":
+        args += [
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            f"{topology.main_address}:{topology.main_port}",
+            "--rdzv-id",
+            run_id,
+        ]
+    else:
+        args += [
+            "--rdzv-backend",
+            "static",
+            "--master-addr",
+            str(topology.main_address),
+            "--master-port",
+            str(topology.main_port),
+            "--node-rank",
+            str(topology.machine_rank),
+        ]
+    return [*args, "--module", WORKER_MODULE, str(spec_path)]
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _quiet_agent(verbose: bool) -> Iterator[None]:
+    """The agent logs every start and stop; dlm reports failures itself."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("torch.distributed.elastic", "torch.distributed.run")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def launch_ranks(topology: Topology, spec_path: Path, *, run_id: str, previous: str | None) -> None:
+    """Run this machine's ranks to the end; raise :class:`TrainError` if any fails."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+    from torch.distributed.run import config_from_args, get_args_parser
+
+    from dlm.engine.quiet import verbose
+
+    args = get_args_parser().parse_args(
+        torchrun_args(topology, spec_path, run_id, verbose=verbose())
+    )
+    env = {
+        "OMP_NUM_THREADS": os.environ.get(
+            "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // topology.local_processes))
+        )
+    }
+    if topology.gpu_ids is not None:
+        env["CUDA_VISIBLE_DEVICES"] = topology.gpu_ids
+    kept = f"{previous} remains current" if previous else "no adapter was committed"
+    with _environment(env), _quiet_agent(verbose()):
+        config, command, command_args = config_from_args(args)
+        try:
+            elastic_launch(config, command)(*command_args)
+        except ChildFailedError as exc:
+            raise rank_failure(exc, spec_path.parent, topology, kept) from None
+        except (KeyboardInterrupt, SignalException):
+            from dlm.engine.train import TrainInterrupted
+
+            raise TrainInterrupted(
+                f"interrupted; every rank was stopped and nothing was committed, {kept}",
+                hint="run `dlm train` again to start over",
+            ) from None
+
+
+# ----------------------------------------------------------------- failures
+
+
+def _signal_name(exitcode: int) -> str | None:
+    if exitcode >= 0:
+        return None
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+def _rank_error(run_dir: Path, rank: int) -> dict[str, Any] | None:
+    path = run_dir / ERRORS_DIR / f"rank-{rank}.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _describe(rank: int, failure: Any, error: dict[str, Any] | None) -> tuple[str, str | None]:
+    """What happened to one rank, and the next step for the user."""
+    if error is not None:
+        where = f" on {error['host']}" if error.get("host") != socket.gethostname() else ""
+        text = f"rank {rank} (pid {error.get('pid', failure.pid)}{where}) failed: "
+        return text + str(error.get("message", "")), error.get("hint")
+    name = _signal_name(failure.exitcode)
+    if name is not None:
+        hint = (
+            "a process killed with SIGKILL was often stopped by the out-of-memory killer: "
+            "check `dmesg`, and `dlm doctor DOC --processes N` for the memory per process"
+            if name == "SIGKILL"
+            else None
+        )
+        return f"rank {rank} (pid {failure.pid}) was killed by {name}", hint
+    message = failure.message if isinstance(failure.message, str) else ""
+    if isinstance(failure.message, dict):
+        message = str(failure.message.get("message", ""))
+    detail = f": {message}" if message and not message.startswith("To enable traceback") else ""
+    return f"rank {rank} (pid {failure.pid}) exited with code {failure.exitcode}{detail}", None
+
+
+def _stopped_by_agent(failure: Any, error: dict[str, Any] | None) -> bool:
+    """The agent ends the survivors with SIGTERM once one rank has failed."""
+    return error is None and failure.exitcode == -signal.SIGTERM
+
+
+def rank_failure(exc: Any, run_dir: Path, topology: Topology, kept: str) -> TrainError:
+    """One message for a failed run: the rank that failed first, then the others."""
+    failures: dict[int, Any] = dict(exc.failures)
+    errors = {rank: _rank_error(run_dir, rank) for rank in failures}
+
+    def order(rank: int) -> tuple[int, int, float]:
+        error = errors[rank]
+        knock_on = _stopped_by_agent(failures[rank], error) or bool(
+            error and error.get("peer_lost")
+        )
+        return (1 if knock_on else 0, 0 if error else 1, failures[rank].timestamp)
+
+    ranks = sorted(failures, key=order)
+    first = ranks[0]
+    message, hint = _describe(first, failures[first], errors[first])
+    others = []
+    for rank in ranks[1:]:
+        error = errors[rank]
+        if _stopped_by_agent(failures[rank], error):
+            others.append(f"rank {rank} was stopped")
+        elif error is not None and error.get("peer_lost"):
+            others.append(f"rank {rank} lost contact with it")
+        else:
+            others.append(_describe(rank, failures[rank], error)[0])
+    text = f"{message}; the run was stopped and nothing was committed, {kept}"
+    if others:
+        text += " (" + "; ".join(others) + ")"
+    first_error = errors[first]
+    if first_error is not None and first_error.get("peer_lost") and topology.machines > 1:
+        hint = (
+            "a process on another machine probably failed first: see that machine's output"
+            if hint is None
+            else hint
+        )
+    return TrainError(text, hint=hint or "re-run with --verbose for every rank's output")
+
+
+# ----------------------------------------------------------------- the run
+
+
+def train_distributed(
+    *,
+    document: Path,
+    allow_outside: bool,
+    force: bool,
+    plan: Any,
+    topology: Topology,
+    prepared: Any,
+    blob_root: Path | None,
+    started: float,
+    console: Console,
+) -> Any:
+    """Launch the ranks; on machine 0, commit rank 0's adapter (the caller holds the lock)."""
+    from dlm.engine.train import TrainResult
+    from dlm.store.adapters import commit_adapter, current_version
+
+    paths = prepared.paths
+    previous = current_version(paths) if topology.main_machine else None
+    run_id = f"dlm-{prepared.doc.frontmatter.dlm_id}"
+    if topology.machines == 1:
+        run_id += f"-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="dlm-train-") as tmp:
+        run_dir = Path(tmp)
+        spec_path = write_spec(
+            run_dir,
+            plan,
+            {
+                "document": str(document),
+                "allow_outside": allow_outside,
+                "force": force,
+                "blob_root": str(blob_root) if blob_root is not None else None,
+                "launcher_pid": os.getpid(),
+                "started_wall": time.time() - (time.monotonic() - started),
+                "topology": topology.to_dict(),
+            },
+        )
+        console.print(
+            f"launching {topology.describe()}: "
+            + ("FSDP-sharded" if plan.strategy == "fsdp" else "data parallel (DDP)")
+            + ("; rank 0 reports" if topology.main_machine else "")
+        )
+        launch_ranks(topology, spec_path, run_id=run_id, previous=previous)
+        if not topology.main_machine:
+            return TrainResult(
+                version="",
+                steps=0,
+                final_loss=float("nan"),
+                seconds=time.monotonic() - started,
+                startup_seconds=0.0,
+                adapter_dir=Path(),
+                log_path=Path(),
+                plot_path=None,
+            )
+        result = _read_result(run_dir)
+        adapter = run_dir / ADAPTER_DIR
+        with commit_adapter(paths, meta={"base": plan.base, "steps": result["steps"]}) as staging:
+            for item in sorted(adapter.iterdir()):
+                shutil.copy2(item, staging / item.name)
+    version = current_version(paths)
+    assert version is not None
+    return TrainResult(
+        version=version,
+        steps=int(result["steps"]),
+        final_loss=float(result["final_loss"]),
+        seconds=float(result["seconds"]),
+        startup_seconds=float(result["startup_seconds"]),
+        adapter_dir=paths.version_dir(version),
+        log_path=Path(result["log_path"]),
+        plot_path=Path(result["plot_path"]) if result.get("plot_path") else None,
+    )
+
+
+def _read_result(run_dir: Path) -> dict[str, Any]:
+    adapter = run_dir / ADAPTER_DIR
+    try:
+        result = json.loads((run_dir / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        result = None
+    if not isinstance(result, dict) or not adapter.is_dir() or not any(adapter.iterdir()):
+        raise TrainError(
+            "every rank exited cleanly but rank 0 left no adapter; nothing was committed",
+            hint="this is a bug in dlm: report it with the --verbose output",
+        )
+    return result
+
+
+__all__ = [
+    "launch_ranks",
+    "rank_failure",
+    "torchrun_args",
+    "train_distributed",
+    "write_spec",
+]

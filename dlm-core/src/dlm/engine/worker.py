@@ -1,0 +1,188 @@
+"""One rank of a multi-process ``dlm train``: ``python -m dlm.engine.worker SPEC``.
+
+Started by :mod:`dlm.engine.launch` through torch's elastic agent, which
+sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address.
+The rank rebuilds what the launcher already checked (the document, its
+examples, the processor and the token budget: cheap, deterministic) and
+takes the launcher's plan as is, then runs the same training loop as a
+single process (:func:`dlm.engine.train._train_and_commit`) with its
+:class:`~dlm.engine.distributed.Ranks`. Rank 0 writes the adapter into the
+run folder; the launcher commits it.
+
+A failure is written to ``errors/rank-N.json`` in the run folder (message,
+hint, traceback, and whether it only reports a lost peer) so the launcher
+can name the rank that failed first. A rank whose launcher has gone exits
+by itself rather than train on unsupervised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+#: Text of errors that only say another process went away or stalled.
+PEER_LOST_PATTERNS = (
+    "connection closed by peer",
+    "connection reset by peer",
+    "broken pipe",
+    "socket closed",
+    "timed out",
+    "timeout",
+    "nccl communicator was aborted",
+    "nccl error",
+    "watchdog caught collective operation timeout",
+    "connection refused",
+)
+
+
+def _peer_lost(exc: BaseException) -> bool:
+    texts = []
+    current: BaseException | None = exc
+    while current is not None and len(texts) < 8:
+        texts.append(str(current).lower())
+        current = current.__cause__ or current.__context__
+    return any(p in text for text in texts for p in PEER_LOST_PATTERNS)
+
+
+def write_error(run_dir: Path, rank: int, exc: BaseException) -> None:
+    from dlm.errors import DlmError
+
+    data = {
+        "rank": rank,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "type": type(exc).__name__,
+        "message": exc.message if isinstance(exc, DlmError) else f"{type(exc).__name__}: {exc}",
+        "hint": exc.hint if isinstance(exc, DlmError) else None,
+        "traceback": "".join(traceback.format_exception(exc)),
+        "peer_lost": _peer_lost(exc),
+    }
+    path = run_dir / "errors" / f"rank-{rank}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _watch_launcher(launcher_pid: int, interval: float = 1.0) -> None:
+    """Exit when the launcher is gone (it was killed): nobody would commit the result."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != launcher_pid:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="dlm-launcher-watch", daemon=True).start()
+
+
+def _image_refs(prepared: Any, blob_root: str | None) -> dict[int, Any]:
+    """Refs to the launcher's stored blobs (machine 0), else to the document's files."""
+    from dlm.records import ImageRef
+
+    refs = {}
+    for image in prepared.images:
+        path = Path(blob_root) / image.sha256 if blob_root else image.path
+        refs[image.section_index] = ImageRef(
+            sha256=image.sha256, blob_path=path, source=image.source
+        )
+    return refs
+
+
+def run_rank(spec: dict[str, Any]) -> None:
+    import attrs
+    from rich.console import Console
+
+    from dlm.engine.budget import check_budget
+    from dlm.engine.distributed import Ranks
+    from dlm.engine.examples import build_examples
+    from dlm.engine.prepare import prepare_document
+    from dlm.engine.quiet import quiet_transformers
+    from dlm.engine.train import TrainOptions, _train_and_commit
+    from dlm.hardware.plan import lora_targets
+    from dlm.store.paths import dlm_home
+
+    quiet_transformers()
+    run_dir = Path(spec["run_dir"])
+    plan = pickle.loads((run_dir / "plan.pickle").read_bytes())
+    prepared = prepare_document(spec["document"], allow_outside=spec["allow_outside"])
+    family, base = prepared.family, prepared.base
+    settings = prepared.doc.frontmatter.training
+    ranks = Ranks.from_environment(
+        plan.strategy, find_unused=lora_targets(settings.target_modules)[1]
+    )
+    console = Console(stderr=True, highlight=False) if ranks.main else Console(quiet=True)
+    base_dir = family.materialize(base, dlm_home())
+    processor = family.load_processor(base, base_dir)
+    image_settings = family.image_settings(base, processor)
+    example_set = build_examples(prepared.doc, family, _image_refs(prepared, spec["blob_root"]))
+    budget = check_budget(prepared.doc, base, family, processor, list(example_set.examples))
+    prepared = attrs.evolve(prepared, example_set=example_set)
+    started = time.monotonic() - (time.time() - float(spec["started_wall"]))
+    result = _train_and_commit(
+        prepared=prepared,
+        example_set=example_set,
+        budget=budget,
+        plan=plan,
+        base_dir=base_dir,
+        processor=processor,
+        image_settings=image_settings,
+        options=TrainOptions(force=bool(spec["force"]), allow_outside=spec["allow_outside"]),
+        console=console,
+        started=started,
+        ranks=ranks,
+        output_dir=run_dir / "adapter",
+    )
+    if ranks.main:
+        data = {
+            "steps": result.steps,
+            "final_loss": result.final_loss,
+            "seconds": result.seconds,
+            "startup_seconds": result.startup_seconds,
+            "log_path": str(result.log_path),
+            "plot_path": str(result.plot_path) if result.plot_path else None,
+        }
+        tmp = run_dir / "result.json.tmp"
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, run_dir / "result.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dlm.engine.quiet import quiet_environment, verbose
+
+    quiet_environment()
+    args = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(args[0]).read_text())
+    rank = int(os.environ.get("RANK", "0"))
+    _watch_launcher(int(spec["launcher_pid"]))
+    try:
+        run_rank(spec)
+    except BaseException as exc:  # every failure is reported to the launcher, then exits
+        write_error(Path(spec["run_dir"]), rank, exc)
+        if verbose():
+            traceback.print_exc()
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    finally:
+        _destroy_process_group()
+    return 0
+
+
+def _destroy_process_group() -> None:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # the run's outcome is already decided; never mask it
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
