@@ -8,4 +8,7 @@ from dlm.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "hookimpl"]
+#: The modules a plugin may import: the whole contract (docs/plugins.md).
+PUBLIC_API = ("dlm", "dlm.hookspecs", "dlm.records", "dlm.family", "dlm.errors")
+
+__all__ = ["PUBLIC_API", "__version__", "hookimpl"]
