@@ -46,7 +46,7 @@ def planning(monkeypatch):
     module = types.ModuleType("dlm.engine.planning")
     module.base = QWEN2_VL_2B
 
-    def plan_for_document(doc_path, host, force, processes):
+    def plan_for_document(doc_path, host, force, processes, **parallel):
         calls.append((doc_path, host, force, processes))
         return document_report(
             document=str(doc_path),
@@ -56,6 +56,7 @@ def planning(monkeypatch):
             host=host,
             force=force,
             processes=processes,
+            **parallel,
         )
 
     module.plan_for_document = plan_for_document

@@ -6,7 +6,9 @@ and whether each installed base could train here. With a document it adds
 the document's plan: every example's token count, the longest one, the
 precision / batch / checkpointing the planner picks, the expected peak
 memory by part, and the verdict. A refusal exits 1 with the numbers and
-the way out. ``--assume`` plans for another machine.
+the way out. ``--assume`` plans for another machine; ``--processes`` and
+``--accelerate-config`` plan a multi-process run (per process: its memory,
+whether the base is sharded with FSDP, and the effective batch).
 """
 
 from __future__ import annotations
@@ -54,19 +56,30 @@ def plugin_rows() -> list[dict[str, Any]]:
     ]
 
 
-def _plan_document(doc: Path, host: Any, force: bool, processes: int) -> dict[str, Any]:
+def _plan_document(
+    doc: Path, host: Any, force: bool, processes: int, **parallel: Any
+) -> dict[str, Any]:
     """Parse, build examples, count tokens, plan: see :mod:`dlm.engine.planning`."""
     from dlm.engine.planning import plan_for_document
 
-    return plan_for_document(doc, host, force, processes)
+    return plan_for_document(doc, host, force, processes, **parallel)
 
 
-def gather(doc: Path | None, *, assume: str | None, force: bool, processes: int) -> dict[str, Any]:
+def gather(
+    doc: Path | None,
+    *,
+    assume: str | None,
+    force: bool,
+    processes: int | None,
+    accelerate_config: str | None = None,
+) -> dict[str, Any]:
+    from dlm.engine.topology import resolve_topology
     from dlm.hardware.host import assume_host, library_versions, probe_host
     from dlm.hardware.plan import usable_bytes
     from dlm.hardware.report import base_verdicts
     from dlm.plugins import get_registry
 
+    topology = resolve_topology(processes, accelerate_config)
     host = assume_host(assume) if assume else probe_host()
     data: dict[str, Any] = {
         "host": {**host.to_dict(), "usable_bytes": usable_bytes(host)},
@@ -74,8 +87,17 @@ def gather(doc: Path | None, *, assume: str | None, force: bool, processes: int)
         "plugins": plugin_rows(),
         "bases": base_verdicts(get_registry().bases.values(), host, force=force),
     }
+    if topology.distributed:
+        data["topology"] = topology.to_dict()
     if doc is not None:
-        data["document"] = _plan_document(doc, host, force, processes)
+        data["document"] = _plan_document(
+            doc,
+            host,
+            force,
+            topology.processes,
+            local_processes=topology.local_processes,
+            sharding=topology.sharding,
+        )
     return data
 
 
@@ -173,6 +195,28 @@ MEMORY_PARTS = (
 )
 
 
+#: How the parts FSDP shards read in the memory table of a sharded plan.
+SHARDED_PARTS = {
+    "weights": "base weights (this process's shard, the root whole, 2 gathered layers)",
+    "lora_weights": "LoRA weights (fp32, this process's shard)",
+    "optimizer": "AdamW states (fp32, this process's shard)",
+}
+
+
+def _processes_row(plan: dict[str, Any]) -> str:
+    processes, local = plan["processes"], plan.get("local_processes", plan["processes"])
+    where = (
+        "on this host"
+        if local == processes
+        else f"{local} on each of {processes // local} machines"
+    )
+    how = {
+        "fsdp": "the base sharded with FSDP across them",
+        "ddp": "data parallel (DDP): the whole base in each",
+    }.get(plan.get("strategy", ""), plan.get("strategy", ""))
+    return f"{processes} ({where}); {how}"
+
+
 def document_plan_rows(report: dict[str, Any], *, max_examples: int = 40) -> list[Any]:
     """Rich renderables for a :func:`~dlm.hardware.report.document_report` dict."""
     from rich.table import Table
@@ -207,6 +251,8 @@ def document_plan_rows(report: dict[str, Any], *, max_examples: int = 40) -> lis
         table.add_column("setting", style="bold")
         table.add_column("value")
         table.add_row("precision", plan["precision"])
+        if plan["processes"] > 1:
+            table.add_row("processes", _processes_row(plan))
         table.add_row(
             "batch",
             f"micro-batch {plan['micro_batch']} x accumulation {plan['grad_accum']}"
@@ -223,11 +269,16 @@ def document_plan_rows(report: dict[str, Any], *, max_examples: int = 40) -> lis
         )
         out.append(table)
 
-        memory = Table(title="expected peak memory by part")
+        memory = Table(
+            title="expected peak memory by part"
+            + (" (per process)" if plan["processes"] > 1 else "")
+        )
         memory.add_column("part")
         memory.add_column("size", justify="right")
         for key, label in MEMORY_PARTS:
             if plan["memory"][key]:
+                if plan.get("strategy") == "fsdp" and key in SHARDED_PARTS:
+                    label = SHARDED_PARTS[key]
                 memory.add_row(label, _size(plan["memory"][key]))
         memory.add_row(
             Text("total", style="bold"), Text(_gib(plan["memory"]["total"]), style="bold")
@@ -275,15 +326,33 @@ def document_plan_rows(report: dict[str, Any], *, max_examples: int = 40) -> lis
 @click.option(
     "--processes",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Training processes (one per GPU); memory is shown per process.",
+    default=None,
+    metavar="N",
+    help="Plan N training processes (one per GPU; CPU processes share the RAM); memory is "
+    "shown per process, and FSDP sharding where one device cannot hold the base. [default: 1]",
+)
+@click.option(
+    "--accelerate-config",
+    metavar="FILE",
+    help="Plan the run an accelerate config describes (processes, machines); `default` reads "
+    "the one `accelerate config` wrote.",
 )
 def doctor(
-    doc: Path | None, as_json: bool, force: bool, assume: str | None, processes: int
+    doc: Path | None,
+    as_json: bool,
+    force: bool,
+    assume: str | None,
+    processes: int | None,
+    accelerate_config: str | None,
 ) -> None:
     """Show the host, the plugins, and (given DOC) the training plan and its verdict."""
-    data = gather(doc, assume=assume, force=force, processes=processes)
+    data = gather(
+        doc,
+        assume=assume,
+        force=force,
+        processes=processes,
+        accelerate_config=accelerate_config,
+    )
     document = data.get("document")
     refused = document is not None and document["verdict"] == "refused"
     if as_json:

@@ -17,7 +17,15 @@ from dlm.hardware.report import ExampleBudget, document_report
 from dlm.store.paths import dlm_home
 
 
-def plan_for_document(doc: Path, host: HostFacts, force: bool, processes: int) -> dict[str, Any]:
+def plan_for_document(
+    doc: Path,
+    host: HostFacts,
+    force: bool,
+    processes: int,
+    *,
+    local_processes: int | None = None,
+    sharding: str = "auto",
+) -> dict[str, Any]:
     prepared = prepare_document(doc)
     base, family = prepared.base, prepared.family
     examples = prepared.example_set.examples
@@ -47,4 +55,6 @@ def plan_for_document(doc: Path, host: HostFacts, force: bool, processes: int) -
         force=force,
         processes=processes,
         notes=notes,
+        local_processes=local_processes,
+        sharding=sharding,
     )

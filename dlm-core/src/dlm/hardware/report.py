@@ -85,8 +85,13 @@ def document_report(
     force: bool = False,
     processes: int = 1,
     notes: Sequence[str] = (),
+    local_processes: int | None = None,
+    sharding: str = "auto",
 ) -> dict[str, Any]:
     """The doctor's view of one document: examples, longest, plan, verdict.
+
+    With several ``processes`` (``local_processes`` of them on this host) the
+    plan is per process, and says whether the base is sharded (FSDP).
 
     A refusal does not raise: it becomes ``verdict: "refused"`` with the
     message and the way out under ``refusal`` (``plan`` is then ``None``),
@@ -126,6 +131,8 @@ def document_report(
             force=force,
             processes=processes,
             notes=notes,
+            local_processes=local_processes,
+            sharding=sharding,
         )
     except PlanError as exc:
         report["refusal"] = {"message": exc.message, "hint": exc.hint}
