@@ -86,6 +86,7 @@ def gather(
         "versions": library_versions(),
         "plugins": plugin_rows(),
         "bases": base_verdicts(get_registry().bases.values(), host, force=force),
+        "export_verdicts": export_verdicts(),
     }
     if topology.distributed:
         data["topology"] = topology.to_dict()
@@ -154,11 +155,25 @@ def _plugins_table(rows: list[dict[str, Any]]) -> Any:
     return table
 
 
-def _bases_table(rows: list[dict[str, Any]]) -> Any:
+def export_verdicts() -> dict[str, dict[str, str]]:
+    """Each export target's probe verdict for each base (offline, cheap)."""
+    from dlm.plugins import get_registry
+
+    registry = get_registry()
+    return {
+        base.key: {
+            name: exporter.probe(base).verdict.value
+            for name, exporter in sorted(registry.exporters.items())
+        }
+        for base in sorted(registry.bases.values(), key=lambda b: b.key)
+    }
+
+
+def _bases_table(rows: list[dict[str, Any]], exports: dict[str, dict[str, str]]) -> Any:
     from rich.table import Table
 
     table = Table(title="bases on this host (one image, a short answer)")
-    for column in ("base", "params", "verdict", "plan / reason"):
+    for column in ("base", "params", "verdict", "plan / reason", "export targets"):
         table.add_column(column, overflow="fold")
     for row in rows:
         if row["verdict"] == "refused":
@@ -176,6 +191,7 @@ def _bases_table(rows: list[dict[str, Any]]) -> Any:
             params,
             row["verdict"],
             detail,
+            ", ".join(f"{t} {v}" for t, v in exports.get(row["key"], {}).items()),
             style=style,
         )
     return table
@@ -364,7 +380,7 @@ def doctor(
     console.print(_host_table(data))
     console.print(_plugins_table(data["plugins"]))
     if data["bases"]:
-        console.print(_bases_table(data["bases"]))
+        console.print(_bases_table(data["bases"], data["export_verdicts"]))
     if document is not None:
         for renderable in document_plan_rows(document):
             console.print(renderable)

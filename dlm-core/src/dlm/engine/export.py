@@ -55,6 +55,8 @@ def run_export(
 ) -> ExportOutcome:
     options = dict(options or {})
     doc = parse_file(Path(doc_path))
+    # The document's export defaults, for targets that read them (hf-snapshot ignores them).
+    options.setdefault("quant", doc.frontmatter.export.default_quant)
     registry = get_registry()
     base = registry.base(doc.frontmatter.base_model)
     family = registry.family_for(base)
