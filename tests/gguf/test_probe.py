@@ -228,3 +228,25 @@ def test_paligemma_strict_export_fails_naming_architecture_and_revision(tmp_path
     assert listed.returncode == 0
     rows = [line for line in listed.stdout.splitlines() if line.startswith(("│ gguf", "│ ollama"))]
     assert len(rows) == 2 and all("UNSUPPORTED" in row for row in rows)
+
+
+@pytest.mark.slow
+def test_paligemma_export_falls_back_to_the_hf_snapshot_with_a_banner(tmp_path: Path) -> None:
+    from dlm.format import parse_file
+    from dlm.store.paths import StorePaths
+    from tests.conftest import run_dlm
+    from tests.e2e.recall import write_recall_document
+
+    doc, _rows = write_recall_document(tmp_path, "tiny-paligemma", training={"num_epochs": 1})
+    trained = run_dlm("train", doc)
+    assert trained.returncode == 0, trained.stderr
+    result = run_dlm("export", doc, "--target", "gguf")
+    assert result.returncode == 0, result.stderr
+    flat = " ".join(result.stderr.split())
+    assert "PaliGemmaForConditionalGeneration" in flat and "UNSUPPORTED" in flat
+    assert "falling back to hf-snapshot" in flat and "0c1e57098" in flat
+    root = StorePaths.for_id(parse_file(doc).frontmatter.dlm_id).root / "exports"
+    assert (root / "hf-snapshot" / "snapshot_manifest.json").is_file()
+    assert not any(p.name.startswith("gguf") for p in root.iterdir())
+    weights = sorted(p.name for p in (root / "hf-snapshot").rglob("*.safetensors"))
+    assert weights == ["adapter_model.safetensors"], "no base weights in any export"
