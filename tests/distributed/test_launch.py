@@ -47,12 +47,7 @@ gpu_ids: all
     )
     t = resolve_topology(None, path)
     assert (t.processes, t.machines, t.machine_rank, t.local_processes) == (16, 2, 1, 8)
-    assert (t.main_address, t.main_port, t.rdzv_backend, t.sharding) == (
-        "10.0.0.1",
-        29511,
-        "static",
-        "auto",
-    )
+    assert (t.main_address, t.main_port, t.sharding) == ("10.0.0.1", 29511, "auto")
     assert not t.main_machine and t.gpu_ids is None
     assert "this is machine 1" in t.describe()
     assert resolve_topology(16, path) == t
@@ -97,6 +92,11 @@ def test_the_users_default_config(tmp_path, monkeypatch):
             "main_process_ip: h\nmain_process_port: 1\n",
             "machine_rank 2",
         ),
+        (
+            "distributed_type: MULTI_GPU\nnum_processes: 4\nnum_machines: 2\n"
+            "main_process_ip: h\nmain_process_port: 1\nrdzv_backend: c10d\n",
+            "rank 0 on machine 0",
+        ),
     ],
 )
 def test_configs_dlm_cannot_run_are_misuse(tmp_path, text, message):
@@ -136,9 +136,6 @@ def test_torchrun_args_across_machines(tmp_path):
     assert (_arg(args, "--master-addr"), _arg(args, "--master-port")) == ("10.0.0.1", "29511")
     assert _arg(args, "--node-rank") == "1"
     assert _arg(args, "--redirects").startswith("0:3")  # nothing on machine 1's console
-    c10d = Topology(processes=4, machines=2, main_address="h", main_port=1, rdzv_backend="c10d")
-    args = torchrun_args(c10d, tmp_path / "spec.json", "dlm-x", verbose=False)
-    assert _arg(args, "--rdzv-endpoint") == "h:1" and _arg(args, "--rdzv-id") == "dlm-x"
 
 
 def test_torchrun_parses_what_dlm_passes(tmp_path):

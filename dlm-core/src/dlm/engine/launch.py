@@ -86,16 +86,8 @@ def torchrun_args(topology: Topology, spec_path: Path, run_id: str, verbose: boo
         first = "0:3" if not topology.main_machine else "0:0"
         args += ["--redirects", f"{first},{quiet}"]
     if topology.machines == 1:
+        # torchrun --standalone: a rendezvous on a free local port
         args += ["--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "--rdzv-id", run_id]
-    elif topology.rdzv_backend == "c10d":
-        args += [
-            "--rdzv-backend",
-            "c10d",
-            "--rdzv-endpoint",
-            f"{topology.main_address}:{topology.main_port}",
-            "--rdzv-id",
-            run_id,
-        ]
     else:
         args += [
             "--rdzv-backend",
@@ -141,7 +133,7 @@ def _quiet_agent(verbose: bool) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def launch_ranks(topology: Topology, spec_path: Path, *, run_id: str, previous: str | None) -> None:
+def launch_ranks(topology: Topology, spec_path: Path, *, run_id: str, kept: str) -> None:
     """Run this machine's ranks to the end; raise :class:`TrainError` if any fails."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -160,7 +152,6 @@ def launch_ranks(topology: Topology, spec_path: Path, *, run_id: str, previous: 
     }
     if topology.gpu_ids is not None:
         env["CUDA_VISIBLE_DEVICES"] = topology.gpu_ids
-    kept = f"{previous} remains current" if previous else "no adapter was committed"
     with _environment(env), _quiet_agent(verbose()):
         config, command, command_args = config_from_args(args)
         try:
@@ -281,10 +272,12 @@ def train_distributed(
     from dlm.store.adapters import commit_adapter, current_version
 
     paths = prepared.paths
-    previous = current_version(paths) if topology.main_machine else None
-    run_id = f"dlm-{prepared.doc.frontmatter.dlm_id}"
-    if topology.machines == 1:
-        run_id += f"-{uuid.uuid4().hex[:8]}"
+    if topology.main_machine:
+        previous = current_version(paths)
+        kept = f"{previous} remains current" if previous else "no adapter was committed"
+    else:
+        kept = "machine 0 keeps its current adapter"
+    run_id = f"dlm-{prepared.doc.frontmatter.dlm_id}-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="dlm-train-") as tmp:
         run_dir = Path(tmp)
         spec_path = write_spec(
@@ -305,7 +298,7 @@ def train_distributed(
             + ("FSDP-sharded" if plan.strategy == "fsdp" else "data parallel (DDP)")
             + ("; rank 0 reports" if topology.main_machine else "")
         )
-        launch_ranks(topology, spec_path, run_id=run_id, previous=previous)
+        launch_ranks(topology, spec_path, run_id=run_id, kept=kept)
         if not topology.main_machine:
             return TrainResult(
                 version="",

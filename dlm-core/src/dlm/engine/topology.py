@@ -5,7 +5,7 @@ accelerate config (``accelerate config`` writes one; ``--accelerate-config
 FILE``, or ``--accelerate-config default`` for the user's default file)
 describes a run across machines: ``num_processes`` (in all),
 ``num_machines``, this machine's ``machine_rank``, ``main_process_ip`` and
-``main_process_port``, ``rdzv_backend`` and ``gpu_ids``. Its
+``main_process_port`` and ``gpu_ids``. Its
 ``distributed_type: FSDP`` asks for sharding; ``MULTI_GPU``, ``MULTI_CPU``
 and ``NO`` leave the choice to the planner. What the plan decides itself
 (precision, batch, checkpointing) is not read from the config.
@@ -29,8 +29,10 @@ DEFAULT_CONFIG = "default"
 #: accelerate ``distributed_type`` values dlm runs, and the sharding each asks for.
 _DISTRIBUTED_TYPES = {"NO": "auto", "MULTI_GPU": "auto", "MULTI_CPU": "auto", "FSDP": "fsdp"}
 
-#: torch elastic rendezvous backends dlm passes through.
-_RDZV_BACKENDS = ("static", "c10d")
+#: The rendezvous across machines. Static numbers the machines by their
+#: ``machine_rank``, so global rank 0 (the one that writes) is on machine 0,
+#: where the store lock is held; c10d would number them by arrival.
+_RDZV_BACKEND = "static"
 
 
 @attrs.frozen
@@ -42,7 +44,6 @@ class Topology:
     machine_rank: int = 0
     main_address: str | None = None
     main_port: int | None = None
-    rdzv_backend: str = "static"
     gpu_ids: str | None = None
     sharding: str = "auto"  # "auto" | "fsdp"
     config_file: str | None = None
@@ -147,17 +148,18 @@ def _from_config(path: Path, processes: int | None) -> Topology:
         )
     if not 0 <= machine_rank < machines:
         raise UsageError(f"{path}: machine_rank {machine_rank} is not below {machines}")
-    backend = str(config.rdzv_backend or "static")
+    backend = str(config.rdzv_backend or _RDZV_BACKEND)
     if machines > 1:
         if not config.main_process_ip or not config.main_process_port:
             raise UsageError(
                 f"{path}: a run across {machines} machines needs main_process_ip and "
                 "main_process_port (machine 0's address)",
             )
-        if backend not in _RDZV_BACKENDS:
+        if backend != _RDZV_BACKEND:
             raise UsageError(
-                f"{path}: rdzv_backend {backend} is not supported",
-                hint=f"use one of {', '.join(_RDZV_BACKENDS)}",
+                f"{path}: rdzv_backend {backend} is not supported: dlm needs rank 0 on "
+                "machine 0, which holds the store lock",
+                hint=f"use rdzv_backend: {_RDZV_BACKEND} (accelerate's default)",
             )
     gpu_ids = config.gpu_ids if config.gpu_ids not in (None, "all") else None
     return Topology(
@@ -166,7 +168,6 @@ def _from_config(path: Path, processes: int | None) -> Topology:
         machine_rank=machine_rank,
         main_address=config.main_process_ip,
         main_port=int(config.main_process_port) if config.main_process_port else None,
-        rdzv_backend=backend,
         gpu_ids=str(gpu_ids) if gpu_ids is not None else None,
         sharding=_DISTRIBUTED_TYPES[kind],
         config_file=str(path),

@@ -44,7 +44,7 @@ PEER_LOST_PATTERNS = (
 
 
 def _peer_lost(exc: BaseException) -> bool:
-    texts = []
+    texts: list[str] = []
     current: BaseException | None = exc
     while current is not None and len(texts) < 8:
         texts.append(str(current).lower())
@@ -123,7 +123,7 @@ def run_rank(spec: dict[str, Any]) -> None:
     processor = family.load_processor(base, base_dir)
     image_settings = family.image_settings(base, processor)
     example_set = build_examples(prepared.doc, family, _image_refs(prepared, spec["blob_root"]))
-    budget = check_budget(prepared.doc, base, family, processor, list(example_set.examples))
+    budget = check_budget(prepared.doc, base, family, processor, example_set.examples)
     prepared = attrs.evolve(prepared, example_set=example_set)
     started = time.monotonic() - (time.time() - float(spec["started_wall"]))
     result = _train_and_commit(
