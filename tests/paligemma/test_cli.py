@@ -119,8 +119,12 @@ def test_the_real_base_needs_the_licence_then_a_download(tmp_path: Path) -> None
         tmp_path, "paligemma-3b-mix-224", init_args=("--i-accept-license",)
     )
     store = _store(doc)
-    # accepted at init: recorded in the store, so train goes on to fetch the weights
-    offline = run_dlm("train", doc)
+    # accepted at init: recorded in the store. This CPU host is refused before any
+    # download; with --force, train goes on to fetch the weights and fails offline.
+    refused = run_dlm("train", doc)
+    assert refused.returncode == 1
+    assert "GiB" in refused.stderr and "--force" in refused.stderr
+    offline = run_dlm("train", doc, "--force")
     assert offline.returncode == 1
     assert "google/paligemma-3b-mix-224 @ d1d8734c9c3a" in offline.stderr
     assert "Traceback" not in offline.stderr
