@@ -244,11 +244,8 @@ def rank_failure(exc: Any, run_dir: Path, topology: Topology, kept: str) -> Trai
         text += " (" + "; ".join(others) + ")"
     first_error = errors[first]
     if first_error is not None and first_error.get("peer_lost") and topology.machines > 1:
-        hint = (
-            "a process on another machine probably failed first: see that machine's output"
-            if hint is None
-            else hint
-        )
+        # Only lost peers here: the cause is in another machine's output.
+        hint = "a process on another machine probably failed first: see that machine's output"
     return TrainError(text, hint=hint or "re-run with --verbose for every rank's output")
 
 
