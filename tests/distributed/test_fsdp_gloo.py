@@ -1,9 +1,10 @@
 """FSDP2 on the CPU (gloo): two processes shard a tiny Qwen2-VL with LoRA.
 
 Checks what the sharded run relies on: every parameter becomes a DTensor
-holding a shard, the LM decoder layers are the units, a backward pass gives
-the gradients of the unsharded model on the whole batch, and the gathered
-adapter weights are the unsharded model's.
+holding a shard, the LM decoder layers are the units, a backward pass (with
+gradient checkpointing, which re-gathers each layer) gives the gradients of
+the unsharded model on the whole batch, and the gathered adapter weights are
+the unsharded model's.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def _model(home: str):
     base = registry.base("tiny-qwen2-vl")
     family = registry.family_for(base)
     model = family.load_model(base, family.materialize(base, Path(home)), torch.float32, "cpu")
+    # as the engine does for a base that needs it (the end-to-end FSDP run trains without)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
     torch.manual_seed(0)
     model = attach_lora(model, base, family, TrainingSettings(lora_r=4, lora_dropout=0.0))
     with torch.no_grad():  # LoRA B starts at zero; give A's gradients something to carry
