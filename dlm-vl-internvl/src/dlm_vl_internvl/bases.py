@@ -39,7 +39,7 @@ IMAGE_TOKEN_IDS = {INTERNVL3_KEY: 151667, INTERNVL2_KEY: 92546}
 
 #: Tiny base recipe version: bump when the build (tokenizer corpus, sizes,
 #: seed, processor settings) changes, so built copies are rebuilt.
-TINY_REVISION = "local-v2"
+TINY_REVISION = "local-v3"
 TINY_SEED = 4321
 TINY_TILE = 56  # 4 x 4 patches of 14 px, pixel-shuffled to 2 x 2 = 4 LM tokens per tile
 TINY_MAX_TILES = 4  # a square figure becomes 2 x 2 tiles + the thumbnail = 5 tiles
@@ -74,7 +74,7 @@ TINY_TEXT_CONFIG: dict[str, Any] = {
 }
 TINY_VISION_CONFIG: dict[str, Any] = {
     "hidden_size": 64,
-    "num_hidden_layers": 2,
+    "num_hidden_layers": 4,  # llama.cpp's mmproj converter maps mlp1.3 by block index
     "num_attention_heads": 4,
     "intermediate_size": 128,
     "hidden_act": "gelu",
@@ -245,7 +245,7 @@ def tiny_base() -> BaseSpec:
             patches_per_image=side * side + 1,
         ),
         # counted from the built model (tests check these against it)
-        params=ParamCounts(total=490_240, vision=127_168, language=363_072),
+        params=ParamCounts(total=557_440, vision=194_368, language=363_072),
         context_length=text["max_position_embeddings"],
         tiny=True,
         description=(

@@ -45,7 +45,7 @@ TINY_SIDE = 112  # 8 x 8 patches -> 4 x 4 merged tokens; a multiple of 28 (patch
 
 #: Tiny base recipe version: bump when the build (corpus, sizes, seed,
 #: template, processor settings) changes, so built copies are rebuilt.
-TINY_REVISION = "local-v1"
+TINY_REVISION = "local-v2"
 TINY_SEED = 2503
 #: The tiny model's embedding rows and the most tokens the tiny BPE may
 #: learn (specials + byte alphabet + merges; the corpus yields a few less).
@@ -79,7 +79,7 @@ TINY_VISION_CONFIG: dict[str, Any] = {
     "model_type": "pixtral",
     "hidden_size": 64,
     "intermediate_size": 256,
-    "num_hidden_layers": 2,
+    "num_hidden_layers": 3,  # llama.cpp's mmproj converter maps projector tensors past block 2
     "num_attention_heads": 4,
     "num_channels": 3,
     "image_size": TINY_SIDE,
@@ -90,7 +90,7 @@ TINY_VISION_CONFIG: dict[str, Any] = {
 }
 #: Parameter counts of the tiny model built from the configs above (a test
 #: builds it and checks these).
-TINY_PARAMS = ParamCounts(total=472_512, vision=193_664, language=278_848)
+TINY_PARAMS = ParamCounts(total=538_176, vision=259_328, language=278_848)
 
 # The real model, counted from Mistral3ForConditionalGeneration on the
 # config below with an untied lm_head (131072 x 5120 = 671,088,640 more than
