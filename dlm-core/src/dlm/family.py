@@ -220,12 +220,12 @@ class Family:
         Uses ``processor``, ``image`` (a PIL image) and ``question``; must bind ``inputs``.
         """
         return (
-            "messages = [{\"role\": \"user\", \"content\": [\n"
-            "    {\"type\": \"image\"}, {\"type\": \"text\", \"text\": question}]}]\n"
+            'messages = [{"role": "user", "content": [\n'
+            '    {"type": "image"}, {"type": "text", "text": question}]}]\n'
             "prompt = processor.apply_chat_template(messages, add_generation_prompt=True)\n"
             "# the chat template already wrote the special tokens\n"
             "inputs = processor(text=[prompt], images=[image], add_special_tokens=False,\n"
-            "                   return_tensors=\"pt\")"
+            '                   return_tensors="pt")'
         )
 
     def load_processor(
@@ -530,6 +530,47 @@ class Family:
         )
         return dict(encoded)
 
+    # ------------------------------------------------------------- vision features
+
+    def split_image_features(
+        self, base: BaseSpec, features: Any, input_ids: Any, image_token_id: int, n_images: int
+    ) -> list[Any] | None:
+        """One tensor per image from ``get_image_features(...).pooler_output``, or None.
+
+        Lets training compute a frozen vision tower once per image and reuse
+        the result. ``features`` is what the model's forward consumes: a
+        tuple with one tensor per image (Qwen2-VL, Mistral 3), a tensor with
+        one row per image (PaliGemma), or one row per tile (InternVL), whose
+        rows are grouped by each image's run of ``image_token_id`` in
+        ``input_ids``. None means "cannot split": features are then never
+        reused for this family, which is always correct, only slower.
+        """
+        if isinstance(features, tuple | list):
+            return list(features) if len(features) == n_images else None
+        if not hasattr(features, "shape") or features.dim() < 2:
+            return None
+        rows = features.shape[0]
+        if rows == n_images:
+            return [features[i : i + 1] for i in range(n_images)]
+        if features.dim() != 3:
+            return None
+        tokens_per_row = features.shape[1]
+        runs = _token_runs(input_ids, image_token_id)
+        if len(runs) != n_images or any(run % tokens_per_row for run in runs):
+            return None
+        sizes = [run // tokens_per_row for run in runs]
+        if sum(sizes) != rows:
+            return None
+        return list(features.split(sizes, dim=0))
+
+    def join_image_features(self, base: BaseSpec, parts: list[Any], as_tuple: bool) -> Any:
+        """The inverse of :meth:`split_image_features`: what ``mm_encoder_outputs`` carries."""
+        if as_tuple:
+            return tuple(parts)
+        import torch
+
+        return torch.cat(parts, dim=0)
+
     def decode(self, base: BaseSpec, processor: Any, token_ids: Any) -> str:
         """Turn generated token ids (the new ones only) into the answer text."""
         ids = token_ids.tolist() if hasattr(token_ids, "tolist") else list(token_ids)
@@ -603,6 +644,22 @@ def _end_of_first_special(text: str, specials: list[str]) -> int | None:
         return None
     at, neg_len = min(found)
     return at - neg_len
+
+
+def _token_runs(input_ids: Any, token_id: int) -> list[int]:
+    """Lengths of the maximal runs of ``token_id``, row by row (one run per image)."""
+    runs: list[int] = []
+    for row in input_ids.tolist():
+        length = 0
+        for tid in row:
+            if tid == token_id:
+                length += 1
+            elif length:
+                runs.append(length)
+                length = 0
+        if length:
+            runs.append(length)
+    return runs
 
 
 def _estimate(text: str) -> int:
