@@ -26,6 +26,7 @@ from dlm.engine.budget import Budget, check_budget
 from dlm.engine.distributed import Ranks
 from dlm.engine.examples import ExampleSet, build_examples
 from dlm.engine.ingest import store_images
+from dlm.engine.levers import Levers, choose_levers
 from dlm.engine.prepare import PreparedDocument, prepare_document
 from dlm.engine.report import print_outcomes, print_plan
 from dlm.errors import DlmError, TrainError, UsageError
@@ -221,6 +222,8 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
         **parallel,
     )
     print_plan(plan, budget, console)
+    levers = choose_levers(plan.host.backend)
+    console.print(f"  speed: {levers.describe()}")
 
     paths = prepared.paths
     if not topology.main_machine:
@@ -254,6 +257,7 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
             options=options,
             console=console,
             started=started,
+            levers=levers,
         )
 
 
@@ -295,6 +299,7 @@ def _train_and_commit(
     options: TrainOptions,
     console: Console,
     started: float,
+    levers: Levers | None = None,
     ranks: Ranks | None = None,
     output_dir: Path | None = None,
 ) -> TrainResult:
@@ -304,8 +309,10 @@ def _train_and_commit(
     from accelerate import Accelerator
     from transformers import get_scheduler
 
-    from dlm.engine.batching import epoch_micro_batches
+    from dlm.engine.batching import BatchingStats, epoch_micro_batches
     from dlm.engine.distributed import inputs_fingerprint
+    from dlm.engine.feature_cache import VisionFeatures
+    from dlm.engine.levers import compile_decoder_layers, make_optimizer
     from dlm.engine.lora import attach_lora
     from dlm.engine.progress import TrainProgress
     from dlm.engine.step import training_loss
@@ -341,7 +348,27 @@ def _train_and_commit(
     ranks.reseed(settings.seed)
     model = ranks.shard_model(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.0)
+    levers = levers if levers is not None else choose_levers(plan.host.backend)
+    features, no_reuse = None, None
+    if levers.feature_cache:
+        features, no_reuse = VisionFeatures.for_run(
+            model,
+            family,
+            base,
+            image_settings,
+            precision=plan.precision,
+            device_type=plan.host.backend,
+            paths=paths if ranks.main else None,
+        )
+    if no_reuse:
+        console.print(f"  note: vision features computed every step: {no_reuse}")
+    if levers.compile:
+        compile_decoder_layers(model)
+    lengths = [c.total for c in budget.counts] if levers.length_batching else None
+    if lengths is not None and len(lengths) != len(examples):
+        lengths = None
+    batching = BatchingStats()
+    optimizer = make_optimizer(trainable, settings.learning_rate, levers)
 
     micro = plan.micro_batch
     accum = plan.grad_accum
@@ -375,7 +402,7 @@ def _train_and_commit(
         with log_file as log, TrainProgress(console, total_steps) as progress:
             for epoch in range(settings.num_epochs):
                 chunks = epoch_micro_batches(
-                    len(examples), ranks.global_micro_batch(micro), generator
+                    len(examples), ranks.global_micro_batch(micro), generator, lengths, batching
                 )
                 for group_start in range(0, len(chunks), accum):
                     group = chunks[group_start : group_start + accum]
@@ -396,7 +423,16 @@ def _train_and_commit(
                         is_last = i == len(group) - 1
                         ctx = ranks.no_sync(accelerator, model) if not is_last else nullcontext()
                         with ctx, accelerator.autocast():
-                            loss = training_loss(model, batch) * weight
+                            loss = (
+                                training_loss(
+                                    model,
+                                    batch,
+                                    label_head=levers.label_head,
+                                    features=features,
+                                    image_keys=[r.sha256 for e in batch_examples for r in e.images],
+                                )
+                                * weight
+                            )
                         accelerator.backward(loss)
                         step_loss += float(loss.detach())
                     step_loss = ranks.mean(step_loss)
@@ -468,6 +504,11 @@ def _train_and_commit(
         "force": options.force,
         "world_size": accelerator.num_processes,
         "strategy": plan.strategy,
+        "speed": {
+            "levers": levers.on(),
+            "vision_features": features.note() if features is not None else no_reuse,
+            "batching": batching.note() if lengths is not None else None,
+        },
         "seed": settings.seed,
         "data": {
             "examples": len(examples),
