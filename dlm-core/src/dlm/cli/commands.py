@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from dlm.cli.cache_cmd import cache
 from dlm.cli.doctor_cmd import doctor
 from dlm.cli.export_cmd import export
 from dlm.cli.init_cmd import init
@@ -13,4 +14,4 @@ from dlm.cli.show_cmd import show
 from dlm.cli.train_cmd import train
 from dlm.cli.verify_cmd import verify
 
-COMMANDS: list[click.Command] = [init, train, prompt, export, doctor, show, verify, plugins]
+COMMANDS: list[click.Command] = [init, train, prompt, export, doctor, show, verify, cache, plugins]
