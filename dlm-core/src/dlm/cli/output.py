@@ -6,4 +6,4 @@ from rich.console import Console
 
 # soft_wrap: paths and answers are printed whole, never folded at the terminal width
 console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -177,6 +177,12 @@ def load_yaml(split: SplitDocument, path: str) -> Any:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
+        ended = exc.problem or ""
+        if exc.context_mark is not None and ("<stream end>" in ended or "end of stream" in ended):
+            # An unclosed bracket or quote is only noticed at the end of the
+            # frontmatter; the line that opened it is the one to fix.
+            mark = exc.context_mark
+            problem = f"{exc.context} that is never closed"
         # ruamel's duplicate-key message carries a paragraph of advice; keep the fact.
         problem = problem.split("\n")[0]
         line = split.yaml_first_line + (mark.line if mark is not None else 0)
