@@ -135,6 +135,7 @@ def test_torchrun_args_across_machines(tmp_path):
     assert _arg(args, "--rdzv-backend") == "static"
     assert (_arg(args, "--master-addr"), _arg(args, "--master-port")) == ("10.0.0.1", "29511")
     assert _arg(args, "--node-rank") == "1"
+    assert _arg(args, "--rdzv-conf") == "timeout=600"
     assert _arg(args, "--redirects").startswith("0:3")  # nothing on machine 1's console
 
 
@@ -223,3 +224,20 @@ def test_exit_codes_without_an_error_file(tmp_path):
     exc = _ChildFailed({3: _Failure(9, 2, 1, message={"message": "ValueError: bad"})})
     error = rank_failure(exc, tmp_path, Topology(processes=4), "no adapter was committed")
     assert error.message.startswith("rank 3 (pid 9) exited with code 2: ValueError: bad")
+
+
+def test_rendezvous_timeout_from_the_environment(tmp_path, monkeypatch):
+    from dlm.engine.launch import rendezvous_timeout, start_failure
+    from dlm.errors import TrainError
+
+    monkeypatch.setenv("DLM_RENDEZVOUS_TIMEOUT", "30")
+    assert rendezvous_timeout() == 30
+    topology = Topology(processes=4, machines=2, main_address="h", main_port=7)
+    args = torchrun_args(topology, tmp_path / "spec.json", "r", verbose=False)
+    assert _arg(args, "--rdzv-conf") == "timeout=30"
+    error = start_failure(TimeoutError("1/2 clients joined"), topology, "v0001 remains current")
+    assert "did not all meet at h:7 within 30 s" in error.message
+    assert "v0001 remains current" in error.message and "machine_rank" in error.hint
+    monkeypatch.setenv("DLM_RENDEZVOUS_TIMEOUT", "soon")
+    with pytest.raises(TrainError):
+        rendezvous_timeout()

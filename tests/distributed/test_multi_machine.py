@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,12 @@ from tests.e2e.recall import write_recall_document
 pytestmark = pytest.mark.slow
 
 BASE = "tiny-qwen2-vl"
+
+
+@pytest.fixture(autouse=True)
+def _bounded_rendezvous(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a machine that never comes must fail the test in minutes, not hang it
+    monkeypatch.setenv("DLM_RENDEZVOUS_TIMEOUT", "120")
 
 
 def _free_port() -> int:
@@ -117,3 +124,41 @@ def test_two_machines_train_and_machine_0_commits(tmp_path: Path, session_home: 
     assert "another machine" in err
     assert (store / "adapter" / "current.txt").read_text().strip() == "v0001"
     assert run_dlm("verify", doc).returncode == 0
+
+
+def test_machines_that_see_different_documents_do_not_train(
+    tmp_path: Path, session_home: Path
+) -> None:
+    doc, rows = write_recall_document(tmp_path, BASE)
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copytree(tmp_path / "figures", other / "figures")
+    answer = rows[0][3]
+    changed = other / "recall.dlm"
+    changed.write_text(doc.read_text().replace(answer, answer + " (edited)"))
+    first, second = _configs(tmp_path)
+    follower = _start(changed, second)
+    main = run_dlm("train", doc, "--accelerate-config", first)
+    _out, err = follower.communicate(timeout=300)
+    message = " ".join(main.stderr.split())
+    assert main.returncode == 1 and follower.returncode == 1
+    assert "rank(s) 1 see a different document, images or plan than rank 0" in message
+    assert "every machine needs the same .dlm file" in message
+    assert "Traceback" not in main.stderr + err
+    assert not (_store(doc) / "adapter" / "current.txt").exists()
+
+
+def test_machine_0_alone_gives_up_after_the_rendezvous_timeout(
+    tmp_path: Path, session_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DLM_RENDEZVOUS_TIMEOUT", "5")
+    doc, _rows = write_recall_document(tmp_path, BASE)
+    first, _second = _configs(tmp_path)
+    started = time.monotonic()
+    result = run_dlm("train", doc, "--accelerate-config", first)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 1
+    assert time.monotonic() - started < 120
+    assert "the 2 machines did not all meet at 127.0.0.1:" in message
+    assert "within 5 s" in message and "nothing was trained" in message
+    assert not (_store(doc) / "adapter" / "current.txt").exists()

@@ -49,6 +49,24 @@ RANK_LOGS_DIR = "rank-logs"
 #: Seconds between the agent's looks at its processes.
 MONITOR_INTERVAL_S = 0.5
 
+ENV_RENDEZVOUS_TIMEOUT = "DLM_RENDEZVOUS_TIMEOUT"
+#: Seconds machine 0 waits for the other machines to join (torch's default).
+DEFAULT_RENDEZVOUS_TIMEOUT_S = 600
+
+
+def rendezvous_timeout() -> int:
+    raw = os.environ.get(ENV_RENDEZVOUS_TIMEOUT, "").strip()
+    try:
+        value = int(float(raw)) if raw else DEFAULT_RENDEZVOUS_TIMEOUT_S
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise TrainError(
+            f"{ENV_RENDEZVOUS_TIMEOUT}={raw!r} is not a positive number of seconds",
+            hint=f"set {ENV_RENDEZVOUS_TIMEOUT} to e.g. 600, or unset it",
+        )
+    return value
+
 
 # ----------------------------------------------------------------- the spec
 
@@ -98,6 +116,8 @@ def torchrun_args(topology: Topology, spec_path: Path, run_id: str, verbose: boo
             str(topology.main_port),
             "--node-rank",
             str(topology.machine_rank),
+            "--rdzv-conf",
+            f"timeout={rendezvous_timeout()}",
         ]
     return [*args, "--module", WORKER_MODULE, str(spec_path)]
 
@@ -165,6 +185,25 @@ def launch_ranks(topology: Topology, spec_path: Path, *, run_id: str, kept: str)
                 f"interrupted; every rank was stopped and nothing was committed, {kept}",
                 hint="run `dlm train` again to start over",
             ) from None
+        except Exception as exc:  # the agent could not start the ranks (rendezvous, ports)
+            raise start_failure(exc, topology, kept) from exc
+
+
+def start_failure(exc: BaseException, topology: Topology, kept: str) -> TrainError:
+    """The ranks never started: most often the machines did not all meet."""
+    if topology.machines == 1:
+        return TrainError(
+            f"could not start {topology.processes} processes: {type(exc).__name__}: {exc}; {kept}",
+            hint="re-run with --verbose for the agent's log",
+        )
+    where = f"{topology.main_address}:{topology.main_port}"
+    return TrainError(
+        f"the {topology.machines} machines did not all meet at {where} within "
+        f"{rendezvous_timeout()} s ({type(exc).__name__}: {exc}); nothing was trained, {kept}",
+        hint="run the same `dlm train DOC --accelerate-config FILE` on every machine (each "
+        f"with its machine_rank), check that machine 0's {where} is reachable from the "
+        f"others; {ENV_RENDEZVOUS_TIMEOUT} sets how long machine 0 waits",
+    )
 
 
 # ----------------------------------------------------------------- failures
