@@ -241,3 +241,23 @@ def test_rendezvous_timeout_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("DLM_RENDEZVOUS_TIMEOUT", "soon")
     with pytest.raises(TrainError):
         rendezvous_timeout()
+
+
+def test_a_rank_that_hangs_is_named_once_the_others_time_out(tmp_path):
+    import socket
+
+    _error(
+        tmp_path,
+        0,
+        pid=10,
+        host=socket.gethostname(),
+        message="training failed at step 4: RuntimeError: ... Timed out waiting 10000ms",
+        peer_lost=True,
+        time=100.0,
+    )
+    # the agent SIGTERMs the stuck rank, waits, then SIGKILLs it: long after rank 0 gave up
+    exc = _ChildFailed({0: _Failure(10, 1, 100), 1: _Failure(11, -signal.SIGKILL, 131)})
+    error = rank_failure(exc, tmp_path, Topology(processes=2), "v0003 remains current")
+    assert error.message.startswith("rank 1 (pid 11) stopped responding")
+    assert "DLM_COLLECTIVE_TIMEOUT" in error.message
+    assert "rank 0 lost contact with it" in error.message

@@ -166,29 +166,41 @@ def _wait_for(predicate, timeout: float = 240.0) -> None:
     raise AssertionError("timed out waiting")
 
 
-def test_killing_a_rank_ends_the_run_naming_it(runs) -> None:
-    import psutil
-
-    docs, _rows, _results = runs
-    store = _store(docs["ddp"])
+def _start_long_run(doc: Path, **env: str) -> tuple[subprocess.Popen[str], Path]:
+    """``dlm train --processes 2`` of ``doc``'s store, trained far longer; once it has
+    logged its first step."""
+    store = _store(doc)
     logs_before = set((store / "logs").glob("train-*.jsonl"))
-    slow = docs["ddp"].with_name("slow.dlm")  # the same store, trained far longer
-    slow.write_text(docs["ddp"].read_text().replace("num_epochs: 60", "num_epochs: 100000"))
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    slow = doc.with_name("slow.dlm")
+    slow.write_text(doc.read_text().replace("num_epochs: 60", "num_epochs: 100000"))
+    full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb", **env}
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlm", "train", str(slow), "--processes", "2"],
-        env=env,
+        env=full_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+    def first_step_logged() -> bool:
+        new = set((store / "logs").glob("train-*.jsonl")) - logs_before
+        return any(p.read_text().strip() for p in new)
+
     try:
-
-        def first_step_logged() -> bool:
-            new = set((store / "logs").glob("train-*.jsonl")) - logs_before
-            return any(p.read_text().strip() for p in new)
-
         _wait_for(first_step_logged)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, store
+
+
+def test_killing_a_rank_ends_the_run_naming_it(runs) -> None:
+    import psutil
+
+    docs, _rows, _results = runs
+    proc, store = _start_long_run(docs["ddp"])
+    try:
         # The launching command holds the store lock: a second writer is refused, naming it.
         second = run_dlm("train", docs["ddp"])
         assert second.returncode == 1 and f"pid {proc.pid}" in second.stderr
@@ -211,5 +223,33 @@ def test_killing_a_rank_ends_the_run_naming_it(runs) -> None:
     assert "Traceback" not in err
     _gone, alive = psutil.wait_procs(list(ranks.values()), timeout=30)
     assert not alive, "no rank may outlive the run"
+    assert (store / "adapter" / "current.txt").read_text().strip() == "v0001"
+    assert run_dlm("verify", docs["ddp"]).returncode == 0
+
+
+def test_a_rank_that_hangs_ends_the_run_through_the_collective_timeout(runs) -> None:
+    import psutil
+
+    docs, _rows, _results = runs
+    proc, store = _start_long_run(docs["ddp"], DLM_COLLECTIVE_TIMEOUT="10")
+    try:
+        ranks = _ranks(proc.pid)
+        stuck = ranks[1]
+        stuck.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        _out, err = proc.communicate(timeout=180)
+        ended = time.monotonic() - stopped_at
+        err = " ".join(err.split())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1
+    # 10 s for the others to give up on it, then the agent's 30 s grace before SIGKILL
+    assert ended < 90, f"the run took {ended:.0f} s to end after a rank hung"
+    assert f"rank 1 (pid {stuck.pid}) stopped responding" in err
+    assert "nothing was committed, v0001 remains current" in err
+    _gone, alive = psutil.wait_procs(list(ranks.values()), timeout=30)
+    assert not alive
     assert (store / "adapter" / "current.txt").read_text().strip() == "v0001"
     assert run_dlm("verify", docs["ddp"]).returncode == 0

@@ -249,40 +249,65 @@ def _describe(rank: int, failure: Any, error: dict[str, Any] | None) -> tuple[st
     return f"rank {rank} (pid {failure.pid}) exited with code {failure.exitcode}{detail}", None
 
 
-def _stopped_by_agent(failure: Any, error: dict[str, Any] | None) -> bool:
-    """The agent ends the survivors with SIGTERM once one rank has failed."""
-    return error is None and failure.exitcode == -signal.SIGTERM
+#: Seconds after the first reported error from which a rank's death by a
+#: signal is the agent's doing: it ends the survivors (SIGTERM, then SIGKILL
+#: after 30 s for one that does not respond) once a rank has failed.
+_AFTERMATH_S = 2.0
+
+
+def _when(failure: Any, error: dict[str, Any] | None) -> float:
+    """When the rank failed: its own report's time, else when the agent saw it."""
+    if error is not None and isinstance(error.get("time"), int | float):
+        return float(error["time"])
+    return float(failure.timestamp)
+
+
+def _kind(failure: Any, error: dict[str, Any] | None, first_error_at: float | None) -> str:
+    """``cause``, ``lost`` (it only lost a peer), ``stopped`` (ended by the agent after
+    another rank failed) or ``unresponsive`` (it had to be killed, long after the others
+    gave up on it)."""
+    if error is not None:
+        return "lost" if error.get("peer_lost") else "cause"
+    if failure.exitcode == -signal.SIGTERM:
+        return "stopped"
+    late = first_error_at is not None and _when(failure, error) >= first_error_at + _AFTERMATH_S
+    if failure.exitcode < 0 and late:
+        return "unresponsive"
+    return "cause"
 
 
 def rank_failure(exc: Any, run_dir: Path, topology: Topology, kept: str) -> TrainError:
-    """One message for a failed run: the rank that failed first, then the others."""
+    """One message for a failed run: the rank that failed first and why, then the others."""
+    from dlm.engine.distributed import ENV_TIMEOUT
+
     failures: dict[int, Any] = dict(exc.failures)
     errors = {rank: _rank_error(run_dir, rank) for rank in failures}
-
-    def order(rank: int) -> tuple[int, int, float]:
-        error = errors[rank]
-        knock_on = _stopped_by_agent(failures[rank], error) or bool(
-            error and error.get("peer_lost")
-        )
-        return (1 if knock_on else 0, 0 if error else 1, failures[rank].timestamp)
-
-    ranks = sorted(failures, key=order)
+    reported = [_when(failures[r], e) for r, e in errors.items() if e is not None]
+    first_error_at = min(reported) if reported else None
+    kinds = {r: _kind(failures[r], errors[r], first_error_at) for r in failures}
+    rank_of = {"cause": 0, "unresponsive": 1, "lost": 2, "stopped": 3}
+    ranks = sorted(failures, key=lambda r: (rank_of[kinds[r]], _when(failures[r], errors[r])))
     first = ranks[0]
-    message, hint = _describe(first, failures[first], errors[first])
+    if kinds[first] == "unresponsive":
+        message = (
+            f"rank {first} (pid {failures[first].pid}) stopped responding: the other ranks "
+            f"timed out waiting for it ({ENV_TIMEOUT} sets how long) and it had to be killed"
+        )
+        hint: str | None = "a stuck process: check that machine's load, GPU and disk"
+    else:
+        message, hint = _describe(first, failures[first], errors[first])
     others = []
     for rank in ranks[1:]:
-        error = errors[rank]
-        if _stopped_by_agent(failures[rank], error):
+        if kinds[rank] in ("stopped", "unresponsive"):
             others.append(f"rank {rank} was stopped")
-        elif error is not None and error.get("peer_lost"):
+        elif kinds[rank] == "lost":
             others.append(f"rank {rank} lost contact with it")
         else:
-            others.append(_describe(rank, failures[rank], error)[0])
+            others.append(_describe(rank, failures[rank], errors[rank])[0])
     text = f"{message}; the run was stopped and nothing was committed, {kept}"
     if others:
         text += " (" + "; ".join(others) + ")"
-    first_error = errors[first]
-    if first_error is not None and first_error.get("peer_lost") and topology.machines > 1:
+    if kinds[first] == "lost" and topology.machines > 1:
         # Only lost peers here: the cause is in another machine's output.
         hint = "a process on another machine probably failed first: see that machine's output"
     return TrainError(text, hint=hint or "re-run with --verbose for every rank's output")

@@ -64,6 +64,7 @@ def write_error(run_dir: Path, rank: int, exc: BaseException) -> None:
         "hint": exc.hint if isinstance(exc, DlmError) else None,
         "traceback": "".join(traceback.format_exception(exc)),
         "peer_lost": _peer_lost(exc),
+        "time": time.time(),
     }
     path = run_dir / "errors" / f"rank-{rank}.json"
     tmp = path.with_suffix(".tmp")
