@@ -18,6 +18,8 @@ from dlm.errors import DlmError, LockHeldError, UsageError
 
 
 def _mib(n: int) -> str:
+    if n < 2**20:
+        return f"{n / 2**10:.1f} KiB"
     return f"{n / 2**20:.1f} MiB"
 
 
