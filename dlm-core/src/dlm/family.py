@@ -117,7 +117,7 @@ class Family:
         bases.mkdir(parents=True, exist_ok=True)
         # The lock serialises builders; the rename makes a finished build
         # appear at once, so a reader never sees half a base.
-        with _file_lock(bases / f".{base.key}.lock"):
+        with file_lock(bases / f".{base.key}.lock"):
             if _tiny_is_current(target, base):
                 return target
             staging = Path(tempfile.mkdtemp(prefix=f".{base.key}.build-", dir=bases))
@@ -705,8 +705,12 @@ def _tiny_is_current(target: Path, base: BaseSpec) -> bool:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (POSIX); elsewhere the atomic rename alone guards."""
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (POSIX); elsewhere the atomic rename alone guards.
+
+    Families that build or convert a base into ``$DLM_HOME/bases`` hold it so
+    two processes never build the same base at once.
+    """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
@@ -729,4 +733,5 @@ __all__ = [
     "Family",
     "TokenCount",
     "TrainingExample",
+    "file_lock",
 ]

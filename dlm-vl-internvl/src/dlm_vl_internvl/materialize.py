@@ -8,14 +8,14 @@ made from; a stale or half-made folder is never used.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
+from dlm.family import file_lock
 from dlm.records import BaseSpec
 from dlm_vl_internvl.convert import CONVERTER_VERSION, ConversionError, convert_checkpoint
 
@@ -39,22 +39,6 @@ def is_current(target: Path, base: BaseSpec) -> bool:
     return bool(data == _marker(base))
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (POSIX); elsewhere the atomic rename alone guards."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def materialize_converted(base: BaseSpec, bases_dir: Path, download: Callable[[], Path]) -> Path:
     """The native checkpoint of ``base`` in ``bases_dir/<key>``, converting on first use.
 
@@ -66,7 +50,7 @@ def materialize_converted(base: BaseSpec, bases_dir: Path, download: Callable[[]
     if is_current(target, base):
         return target
     bases_dir.mkdir(parents=True, exist_ok=True)
-    with _lock(bases_dir / f".{base.key}.lock"):
+    with file_lock(bases_dir / f".{base.key}.lock"):
         if is_current(target, base):
             return target
         source = download()
