@@ -27,12 +27,17 @@ What is compared
     first (``--warmup``): the very first step also pays one-time costs
     (thread pools, kernel caches; ~50 MiB on the CPU) and allocates the AdamW
     states, which belong to the runtime overhead and the resident part.
+    ``--step plain`` measures the transformers step (the LM head over every
+    position); ``--step dlm`` measures dlm's (:func:`dlm.engine.step.training_loss`,
+    logits at labelled positions only) against the estimate the planner makes
+    for ``dlm train`` (``logit_positions`` = the labelled tokens).
 
 Usage::
 
     python benchmarks/memory_calibration.py               # CPU, every family, batch 1 and 4
     python benchmarks/memory_calibration.py --json
     python benchmarks/memory_calibration.py --family paligemma --batch 1
+    python benchmarks/memory_calibration.py --step dlm    # dlm train's label-position head
     python benchmarks/memory_calibration.py --device cuda --scale full --precision bf16
 """
 
@@ -202,7 +207,14 @@ def base_spec(spec: dict[str, Any], params: int) -> Any:
     )
 
 
-def predict(spec: dict[str, Any], batch: int, params: int, precision: str, device: str) -> Any:
+def predict(
+    spec: dict[str, Any],
+    batch: int,
+    params: int,
+    precision: str,
+    device: str,
+    logit_positions: int | None = None,
+) -> Any:
     from dlm.hardware.memory import estimate_memory
 
     return estimate_memory(
@@ -215,6 +227,7 @@ def predict(spec: dict[str, Any], batch: int, params: int, precision: str, devic
         checkpointing=False,
         lora_dropout=LORA_DROPOUT,
         backend=device,
+        logit_positions=logit_positions,
     )
 
 
@@ -368,13 +381,30 @@ def _rss_kib(field: str) -> int:
 
 
 def child(
-    spec: dict[str, Any], batch: int, device: str, precision: str, warmup: str = "b1"
+    spec: dict[str, Any],
+    batch: int,
+    device: str,
+    precision: str,
+    warmup: str = "b1",
+    step: str = "plain",
 ) -> dict[str, Any]:
-    """Build, then measure one training step; runs in its own process."""
+    """Build, then measure one training step; runs in its own process.
+
+    ``step`` is ``plain`` (``model(**batch).loss``, the LM head over every
+    position) or ``dlm`` (:func:`dlm.engine.step.training_loss` with the
+    label-position head, as ``dlm train`` runs it).
+    """
     import gc
 
     import torch
     from peft import LoraConfig, get_peft_model
+
+    from dlm.engine.step import label_positions, plain_loss, training_loss
+
+    def loss_of(inputs: dict[str, Any]) -> Any:
+        if step == "dlm":
+            return training_loss(model, inputs, label_head=True)
+        return plain_loss(model, inputs)
 
     torch.manual_seed(0)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
@@ -403,7 +433,7 @@ def child(
         # a first step pays one-time costs (thread pools, kernel caches, the
         # AdamW states): measure a steady-state step instead
         warm = _build_batch(spec, 1, device, dtype) if warmup == "b1" else batch_inputs
-        model(**warm).loss.backward()
+        loss_of(warm).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         del warm
@@ -420,7 +450,7 @@ def child(
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # reset the high-water mark to the current RSS
     try:
-        loss = model(**batch_inputs).loss
+        loss = loss_of(batch_inputs)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -436,6 +466,9 @@ def child(
         "batch": batch,
         "params": params,
         "lora_params": sum(p.numel() for p in trainable),
+        "step": step,
+        # labelled positions per example: where dlm's head computes logits
+        "scored_positions": int(label_positions(batch_inputs["labels"][:1])[1].numel()),
         "before_bytes": before,
         "peak_bytes": peak,
         "growth_bytes": peak - before,
@@ -457,6 +490,7 @@ def measure(
     threads: int = 2,
     timeout: float = 900,
     warmup: str = "b1",
+    step: str = "plain",
 ) -> dict[str, Any]:
     """Run :func:`child` in a fresh interpreter and return its measurement."""
     env = dict(os.environ)
@@ -473,7 +507,7 @@ def measure(
     )
     args = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
     args += ["--batch", str(batch), "--device", device, "--precision", precision]
-    args += ["--warmup", warmup]
+    args += ["--warmup", warmup, "--step", step]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(
@@ -492,15 +526,23 @@ def calibrate(
     scale: str = "mid",
     threads: int = 2,
     warmup: str = "b1",
+    step: str = "plain",
 ) -> list[dict[str, Any]]:
     rows = []
     for family in families:
         spec = case(family, scale)
         for batch in batches:
             result = measure(
-                spec, batch, device=device, precision=precision, threads=threads, warmup=warmup
+                spec,
+                batch,
+                device=device,
+                precision=precision,
+                threads=threads,
+                warmup=warmup,
+                step=step,
             )
-            estimate = predict(spec, batch, result["params"], precision, device)
+            positions = result.get("scored_positions") if step == "dlm" else None
+            estimate = predict(spec, batch, result["params"], precision, device, positions)
             if result.get("oom"):
                 print(
                     f"{family:9} b{batch}: out of memory (predicted total "
@@ -513,6 +555,7 @@ def calibrate(
             rows.append(
                 {
                     "family": family,
+                    "step": step,
                     "scale": scale,
                     "device": device,
                     "precision": precision,
@@ -556,12 +599,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--warmup", choices=("none", "b1", "same"), default="b1")
+    parser.add_argument(
+        "--step",
+        choices=("plain", "dlm"),
+        default="plain",
+        help="plain: the LM head over every position; dlm: dlm train's label-position head",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     precision = args.precision or ("bf16" if args.device == "cuda" else "fp32")
 
     if args.child:
-        result = child(json.loads(args.child), args.batch[0], args.device, precision, args.warmup)
+        result = child(
+            json.loads(args.child), args.batch[0], args.device, precision, args.warmup, args.step
+        )
         print(json.dumps(result))
         return 0
 
@@ -577,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         scale=scale,
         threads=args.threads,
         warmup=args.warmup,
+        step=args.step,
     )
     if args.json:
         print(json.dumps(rows, indent=2))

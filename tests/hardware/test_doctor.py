@@ -92,6 +92,47 @@ def test_json_host_report_on_an_assumed_host():
         assert row["verdict"] in ("ok", "forced", "refused")
 
 
+def test_bases_are_planned_with_the_levers_dlm_train_pulls(monkeypatch):
+    # dlm train computes the LM head at labelled positions only; the doctor
+    # plans that step, and the plain one when DLM_LEVERS turns it off
+    monkeypatch.delenv("DLM_LEVERS", raising=False)
+    with_levers = json.loads(run("--assume", "cuda:24", "--json").output)
+    assert with_levers["levers"] == [
+        "label_head",
+        "feature_cache",
+        "length_batching",
+        "fused_optimizer",
+    ]
+    monkeypatch.setenv("DLM_LEVERS", "none")
+    plain = json.loads(run("--assume", "cuda:24", "--json").output)
+    assert plain["levers"] == []
+    peak = {row["key"]: row["expected_peak_bytes"] for row in with_levers["bases"]}
+    plain_peak = {row["key"]: row["expected_peak_bytes"] for row in plain["bases"]}
+    assert peak["paligemma-3b-mix-224"] < plain_peak["paligemma-3b-mix-224"]
+    assert "none (plain step)" in run("--assume", "cuda:24").output
+
+
+def test_document_plan_with_the_label_position_head():
+    plain = document_report(
+        document="doc.dlm",
+        base=PALIGEMMA_3B_224,
+        examples=budgets(PALIGEMMA_3B_224),
+        settings=TrainingSettings(),
+        host=_host("cuda:24"),
+    )["plan"]
+    labelled = document_report(
+        document="doc.dlm",
+        base=PALIGEMMA_3B_224,
+        examples=budgets(PALIGEMMA_3B_224),
+        settings=TrainingSettings(),
+        host=_host("cuda:24"),
+        label_head=True,
+    )["plan"]
+    assert plain["memory"]["logit_positions"] == plain["seq_len"] == 256 + 14 + 34
+    assert labelled["memory"]["logit_positions"] == 34  # the longest completion
+    assert labelled["expected_peak_bytes"] < plain["expected_peak_bytes"]
+
+
 def test_probed_host_report():
     result = run("--json")
     assert result.exit_code == 0, result.output

@@ -207,6 +207,43 @@ def test_paligemma_vocabulary_makes_the_logits_large():
     assert pali.logits > 3.5 * GIB
 
 
+def test_label_position_head_counts_logits_only_where_labelled():
+    # dlm's step runs the LM head at the completion tokens only (the
+    # label_head lever): 30 positions of 321, not all of them
+    plain = h200(PALIGEMMA_3B_224, 4, 321)
+    labelled = estimate_memory(
+        PALIGEMMA_3B_224,
+        precision="bf16",
+        micro_batch=4,
+        seq_len=321,
+        images_per_example=1,
+        lora_r=16,
+        checkpointing=False,
+        backend="cuda",
+        logit_positions=30,
+    )
+    assert plain.logit_positions == 321
+    assert labelled.logit_positions == 30
+    assert labelled.logits == 4 * 30 * 257216 * LOGIT_BYTES
+    assert plain.total - labelled.total == pytest.approx(
+        (plain.logits - labelled.logits) * 1.05, rel=1e-6
+    )  # the rest of the step is unchanged; the allocator slack shrinks with it
+    assert labelled.activations == plain.activations
+    # never more positions than the sequence has
+    clamped = estimate_memory(
+        PALIGEMMA_3B_224,
+        precision="bf16",
+        micro_batch=4,
+        seq_len=321,
+        images_per_example=1,
+        lora_r=16,
+        checkpointing=False,
+        backend="cuda",
+        logit_positions=10_000,
+    )
+    assert clamped.logits == plain.logits
+
+
 def test_precision_sets_weight_bytes():
     bf16 = h200(QWEN2_VL_2B, 1, 642)
     fp32 = estimate_memory(

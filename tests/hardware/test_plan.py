@@ -33,7 +33,7 @@ def plan(base, spec, tokens=None, images=None, settings=DEFAULTS, **kwargs):
     )
 
 
-def needs(base, precision, micro, checkpointing, seq, backend="cuda", images=1):
+def needs(base, precision, micro, checkpointing, seq, backend="cuda", images=1, labels=None):
     return estimate_memory(
         base,
         precision=precision,
@@ -44,6 +44,7 @@ def needs(base, precision, micro, checkpointing, seq, backend="cuda", images=1):
         checkpointing=checkpointing,
         lora_dropout=DEFAULTS.lora_dropout,
         backend=backend,
+        logit_positions=labels,
     ).total
 
 
@@ -114,6 +115,28 @@ def test_largest_micro_batch_that_fits_then_accumulation():
     assert p.checkpointing is False
     assert p.expected_peak_bytes <= p.usable_bytes
     assert any("micro-batch 2 x accumulation 2" in n for n in p.notes)
+
+
+def test_label_position_head_lets_a_larger_micro_batch_fit():
+    # PaliGemma's 257k-row head over every position is the step's largest
+    # part; planned for dlm's label-position head the same GPU takes more
+    seq, completion = 321, 30
+    host = cuda_host_holding(needs(PALIGEMMA_3B_224, "bf16", 4, False, seq, labels=completion))
+    plain = plan(PALIGEMMA_3B_224, host, tokens=[seq])
+    labelled = plan(PALIGEMMA_3B_224, host, tokens=[seq], example_labels=[completion])
+    assert plain.micro_batch == 2
+    assert labelled.micro_batch == 4
+    assert labelled.memory.logit_positions == completion
+    assert labelled.memory.logits == 4 * completion * 257216 * 12
+    assert labelled.expected_peak_bytes <= labelled.usable_bytes
+
+
+def test_label_positions_are_the_longest_completion():
+    p = plan(QWEN2_VL_2B, "cuda:80", tokens=[640, 300, 500], example_labels=[12, 40, 7])
+    assert p.memory.logit_positions == 40
+    assert plan(QWEN2_VL_2B, "cuda:80", tokens=[640]).memory.logit_positions == 640
+    with pytest.raises(ValueError, match="example_labels"):
+        plan(QWEN2_VL_2B, "cuda:80", tokens=[640, 300], example_labels=[12])
 
 
 def test_checkpointing_only_when_nothing_fits_without_it():

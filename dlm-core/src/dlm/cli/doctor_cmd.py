@@ -73,6 +73,7 @@ def gather(
     processes: int | None,
     accelerate_config: str | None = None,
 ) -> dict[str, Any]:
+    from dlm.engine.levers import choose_levers
     from dlm.engine.topology import resolve_topology
     from dlm.hardware.host import assume_host, library_versions, probe_host
     from dlm.hardware.plan import usable_bytes
@@ -81,11 +82,16 @@ def gather(
 
     topology = resolve_topology(processes, accelerate_config)
     host = assume_host(assume) if assume else probe_host()
+    # plan the step dlm train runs on this host: with its speed levers
+    levers = choose_levers(host.backend)
     data: dict[str, Any] = {
         "host": {**host.to_dict(), "usable_bytes": usable_bytes(host)},
         "versions": library_versions(),
         "plugins": plugin_rows(),
-        "bases": base_verdicts(get_registry().bases.values(), host, force=force),
+        "levers": levers.on(),
+        "bases": base_verdicts(
+            get_registry().bases.values(), host, force=force, label_head=levers.label_head
+        ),
         "export_verdicts": export_verdicts(),
     }
     if topology.distributed:
@@ -131,6 +137,7 @@ def _host_table(data: dict[str, Any]) -> Any:
             "versions",
             ", ".join(f"{k} {v or 'missing'}" for k, v in data["versions"].items()),
         ),
+        ("speed levers", ", ".join(data["levers"]) or "none (plain step)"),
     ]
     for fact, value in rows:
         table.add_row(fact, value)

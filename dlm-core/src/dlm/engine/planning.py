@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dlm.engine.budget import check_budget
+from dlm.engine.levers import choose_levers
 from dlm.engine.prepare import prepare_document
 from dlm.hardware.host import HostFacts
 from dlm.hardware.report import ExampleBudget, document_report
@@ -57,4 +58,5 @@ def plan_for_document(
         notes=notes,
         local_processes=local_processes,
         sharding=sharding,
+        label_head=choose_levers(host.backend).label_head,
     )

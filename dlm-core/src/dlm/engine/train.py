@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from dlm.engine.levers import Levers, choose_levers
 from dlm.engine.prepare import PreparedDocument, prepare_document
 from dlm.engine.report import print_outcomes, print_plan
 from dlm.errors import DlmError, TrainError, UsageError
-from dlm.records import TrainingExample
+from dlm.records import TokenCount, TrainingExample
 from dlm.store.adapters import commit_adapter, current_version
 from dlm.store.blobs import BlobStore
 from dlm.store.lock import StoreLock
@@ -193,6 +194,12 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
         "sharding": topology.sharding,
     }
     settings = prepared.doc.frontmatter.training
+    levers = choose_levers(host.backend)
+
+    def labels(counts: Sequence[TokenCount]) -> list[int] | None:
+        # the label-position head computes logits at completion tokens only
+        return [c.completion for c in counts] if levers.label_head else None
+
     if not base.tiny:
         # Refuse what this host cannot train before downloading gigabytes of
         # weights: plan once on the family's token estimates (no processor).
@@ -204,6 +211,7 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
             example_images=[len(e.images) for e in examples],
             settings=settings,
             force=options.force,
+            example_labels=labels(estimated.counts),
             **parallel,
         )
     with console.status(f"preparing base {base.key}…"):
@@ -219,10 +227,10 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
         settings=settings,
         force=options.force,
         notes=[budget.note] if budget.note else [],
+        example_labels=labels(budget.counts),
         **parallel,
     )
     print_plan(plan, budget, console)
-    levers = choose_levers(plan.host.backend)
     console.print(f"  speed: {levers.describe()}")
 
     paths = prepared.paths

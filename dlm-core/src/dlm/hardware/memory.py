@@ -40,12 +40,16 @@ token) and one layer's full set is recomputed during backward::
 
     activations  = T * (L * d * h + one layer) + final norm + mask
 
-**Logits**: ``T * V * 12``. The loss upcasts the logits to fp32; cross
-entropy keeps its fp32 log-softmax for backward, and backward allocates the
-fp32 gradient of that output and of its input before freeing either: three
-fp32 copies of vocabulary x positions at the peak (the model-dtype logits
-themselves are dropped with the model output before backward). For
-PaliGemma's 257k vocabulary this is the largest single part.
+**Logits**: ``B * P * V * 12``, where ``P`` is the positions the LM head
+runs on: every one (``P = S``) in the plain transformers step, only the
+labelled ones (``P`` = the longest completion) with dlm's label-position
+head (the ``label_head`` lever, :mod:`dlm.engine.step`). The loss upcasts
+the logits to fp32; cross entropy keeps its fp32 log-softmax for backward,
+and backward allocates the fp32 gradient of that output and of its input
+before freeing either: three fp32 copies of vocabulary x positions at the
+peak (the model-dtype logits themselves are dropped with the model output
+before backward). For PaliGemma's 257k vocabulary over every position this
+is the largest single part; at labelled positions it is a few percent.
 
 **Frozen vision tower**: nothing is saved for backward (no parameter or
 input needs a gradient), so only its forward peak counts, and that peak
@@ -140,6 +144,7 @@ class MemoryEstimate:
     lora_on_vision: bool
     lora_dropout: float
     backend: str
+    logit_positions: int  # per example: seq_len for the plain head
 
     @property
     def resident(self) -> int:
@@ -310,11 +315,14 @@ def estimate_memory(
     lora_dropout: float = 0.0,
     lora_modules: Iterable[str] | None = None,
     backend: str = "cuda",
+    logit_positions: int | None = None,
 ) -> MemoryEstimate:
     """Estimate the peak memory of one training step (see the module docstring).
 
     ``lora_modules`` names the adapted LM projections (default: all seven);
-    ``backend`` picks the runtime overhead.
+    ``backend`` picks the runtime overhead. ``logit_positions`` is how many
+    positions per example the LM head runs on: ``None`` for every position
+    (the plain step), the longest completion for dlm's label-position head.
     """
     if micro_batch < 1 or seq_len < 1:
         raise ValueError("micro_batch and seq_len must be positive")
@@ -352,7 +360,8 @@ def estimate_memory(
     mask = micro_batch * seq_len * seq_len * (1 + d)
     activations = tokens * (per_token + final_norm) + mask
 
-    logits = tokens * t.vocab_size * LOGIT_BYTES
+    positions = seq_len if logit_positions is None else max(0, min(seq_len, logit_positions))
+    logits = micro_batch * positions * t.vocab_size * LOGIT_BYTES
 
     # vision: images are the same for every example in the worst micro-batch
     images = micro_batch * images_per_example
@@ -407,4 +416,5 @@ def estimate_memory(
         lora_on_vision=lora_on_vision,
         lora_dropout=lora_dropout,
         backend=backend,
+        logit_positions=positions,
     )

@@ -54,8 +54,10 @@ USABLE_FRACTION = {"cuda": 0.95, "mps": 0.85, "cpu": 0.85}
 #: Apple Silicon below this much unified memory is refused for real bases.
 MIN_MPS_MEMORY = 16 * GIB
 
-#: Text tokens of the minimal example a base's own need is measured with.
+#: Text tokens of the minimal example a base's own need is measured with,
+#: and how many of them are the labelled completion.
 MINIMAL_TEXT_TOKENS = 32
+MINIMAL_COMPLETION_TOKENS = 16
 
 ATTN_IMPLEMENTATION = "sdpa"
 
@@ -243,12 +245,15 @@ def plan_training(
     notes: Sequence[str] = (),
     local_processes: int | None = None,
     sharding: str = "auto",
+    example_labels: Sequence[int] | None = None,
 ) -> TrainingPlan:
     """Plan a training run of ``base`` on ``host`` for these examples.
 
     ``example_tokens[i]`` is example i's full length (image + text tokens, as
     the family's processor counts them) and ``example_images[i]`` its number
-    of images. ``notes`` from the caller (e.g. how the token budget set
+    of images. ``example_labels[i]`` is its labelled (completion) tokens when
+    the step runs the LM head at labelled positions only (dlm's
+    ``label_head`` lever); ``None`` plans the plain head over every position. ``notes`` from the caller (e.g. how the token budget set
     ``sequence_len``) are kept in the plan. Raises :class:`PlanError` for
     every refusal; ``force`` turns the overridable ones into warnings.
 
@@ -266,6 +271,8 @@ def plan_training(
         )
     if len(example_images) != len(example_tokens):
         raise ValueError("example_tokens and example_images must have one entry per example")
+    if example_labels is not None and len(example_labels) != len(example_tokens):
+        raise ValueError("example_labels must have one entry per example")
 
     warnings: list[str] = []
     plan_notes = list(notes)
@@ -273,6 +280,8 @@ def plan_training(
     seq_len = max(example_tokens)
     longest = example_tokens.index(seq_len)
     images = max(example_images)
+    # the worst micro-batch: every example as long as the longest completion
+    logit_positions = max(example_labels) if example_labels else None
     usable = usable_bytes(host, local)
     modules, on_vision = lora_targets(settings.target_modules)
 
@@ -303,6 +312,7 @@ def plan_training(
             lora_dropout=settings.lora_dropout,
             lora_modules=modules,
             backend=on or host.backend,
+            logit_positions=logit_positions,
         )
 
     if settings.sequence_len is not None and seq_len > settings.sequence_len:

@@ -17,7 +17,12 @@ import attrs
 from dlm.errors import PlanError
 from dlm.format.document import TrainingSettings
 from dlm.hardware.host import HostFacts
-from dlm.hardware.plan import MINIMAL_TEXT_TOKENS, TrainingPlan, plan_training
+from dlm.hardware.plan import (
+    MINIMAL_COMPLETION_TOKENS,
+    MINIMAL_TEXT_TOKENS,
+    TrainingPlan,
+    plan_training,
+)
 from dlm.records import BaseSpec, TokenCount, TrainingExample
 
 VERDICT_OK = "ok"  # the plan fits
@@ -87,8 +92,12 @@ def document_report(
     notes: Sequence[str] = (),
     local_processes: int | None = None,
     sharding: str = "auto",
+    label_head: bool = False,
 ) -> dict[str, Any]:
     """The doctor's view of one document: examples, longest, plan, verdict.
+
+    ``label_head`` plans the step ``dlm train`` runs when its label-position
+    LM head is on (logits at completion tokens only).
 
     With several ``processes`` (``local_processes`` of them on this host) the
     plan is per process, and says whether the base is sharded (FSDP).
@@ -133,6 +142,7 @@ def document_report(
             notes=notes,
             local_processes=local_processes,
             sharding=sharding,
+            example_labels=[e.completion_tokens for e in examples] if label_head else None,
         )
     except PlanError as exc:
         report["refusal"] = {"message": exc.message, "hint": exc.hint}
@@ -143,10 +153,11 @@ def document_report(
 
 
 def base_verdicts(
-    bases: Iterable[BaseSpec], host: HostFacts, *, force: bool = False
+    bases: Iterable[BaseSpec], host: HostFacts, *, force: bool = False, label_head: bool = False
 ) -> list[dict[str, Any]]:
     """Can this host train each base? Planned on a minimal example (one image
-    and a short text) with default settings."""
+    and a short text) with default settings; ``label_head`` as in
+    :func:`document_report`."""
     settings = TrainingSettings()
     rows = []
     for base in sorted(bases, key=lambda b: b.key):
@@ -166,6 +177,7 @@ def base_verdicts(
                 example_images=[1],
                 settings=settings,
                 force=force,
+                example_labels=[MINIMAL_COMPLETION_TOKENS] if label_head else None,
             )
         except PlanError as exc:
             row.update(verdict=VERDICT_REFUSED, reason=exc.message, expected_peak_bytes=None)
