@@ -162,19 +162,42 @@ def test_prompt_inputs_carry_the_system_prompt(
 def test_no_system_prompt_renders_the_default_message(
     family: Mistral3Family, tiny: BaseSpec, processor: Any
 ) -> None:
-    import datetime as dt
-    import re
-
     inputs = family.prompt_inputs(tiny, processor, [], "What does dlm train?", None)
     text = processor.tokenizer.decode(inputs["input_ids"][0].tolist())
     assert text.startswith("<s>[SYSTEM_PROMPT]You are Mistral Small 3,")
-    # the template stamps today's date (strftime_now), as the real one does
-    stamped = re.search(r"The current date is (\d{4}-\d{2}-\d{2})\.", text)
-    assert stamped is not None
-    drift = dt.date.fromisoformat(stamped.group(1)) - dt.date.today()
-    assert abs(drift.days) <= 1
+    # the published template stamps the render day (strftime_now); dlm pins it
+    assert "The current date is 2025-03-17." in text
     assert text.endswith("[INST]What does dlm train?[/INST]")
     assert "pixel_values" not in inputs
+
+
+def test_default_message_is_the_same_whatever_the_day(
+    family: Mistral3Family, tiny: BaseSpec, processor: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a document without system_prompt trains the same text on any day
+    import datetime as dt
+
+    import transformers.utils.chat_template_utils as templates
+
+    def rendered() -> str:
+        return family.render_prompt(processor, None, "What does dlm train?", 0)
+
+    today = rendered()
+
+    class Later(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            return dt.datetime(2031, 1, 2)
+
+    monkeypatch.setattr(templates, "datetime", Later)
+    later = rendered()
+    assert later == today
+    assert "2031" not in later and "2025-03-17" in later
+    # the unpinned template would have said 2031: the clock patch is real
+    unpinned = processor.tokenizer.chat_template.replace('"2025-03-17"', 'strftime_now("%Y-%m-%d")')
+    assert "2031-01-02" in processor.apply_chat_template(
+        family.chat_messages(None, "hi", 0), chat_template=unpinned, tokenize=False
+    )
 
 
 def test_generation_stops_at_eos_and_decodes_clean_text(

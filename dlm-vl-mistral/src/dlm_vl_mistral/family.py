@@ -25,6 +25,20 @@ from dlm_vl_mistral.bases import FAMILY
 _DEFAULT_SYSTEM_CHARS = 560
 _TEMPLATE_TOKENS = 7
 
+#: Mistral Small 3.1's template dates its default system message with the
+#: day it renders (``strftime_now``): a document without ``system_prompt``
+#: would train on different text every day and be prompted with yet another
+#: date. dlm pins the date to the base's release (2503 = 2025-03-17), so a
+#: retrain gives the same adapter and prompts match training; the pinned
+#: template travels with the processor into HF snapshots and Modelfiles.
+TEMPLATE_DATE = "2025-03-17"
+_TODAY = 'strftime_now("%Y-%m-%d")'
+
+
+def pin_template_date(template: str, date: str = TEMPLATE_DATE) -> str:
+    """The chat template with its render-time date replaced by ``date``."""
+    return template.replace(_TODAY, f'"{date}"')
+
 
 class Mistral3Family(Family):
     name = FAMILY
@@ -52,6 +66,17 @@ class Mistral3Family(Family):
         ``fix_mistral_regex=True``. The tiny base is built with the corrected
         pattern, so it loads as is."""
         return {} if base.tiny else {"fix_mistral_regex": True}
+
+    def load_processor(
+        self, base: BaseSpec, base_dir: Path, image_settings: dict[str, Any] | None = None
+    ) -> Any:
+        processor = super().load_processor(base, base_dir, image_settings)
+        holders = [processor, getattr(processor, "tokenizer", None)]
+        for holder in (h for h in holders if h is not None):
+            template = getattr(holder, "chat_template", None)
+            if isinstance(template, str):
+                holder.chat_template = pin_template_date(template)
+        return processor
 
     def stop_tokens(self, base: BaseSpec, processor: Any) -> list[str]:
         # An assistant turn ends with </s> (the template appends eos_token).
