@@ -29,8 +29,9 @@ What is compared
     states, which belong to the runtime overhead and the resident part.
     ``--step plain`` measures the transformers step (the LM head over every
     position); ``--step dlm`` measures dlm's (:func:`dlm.engine.step.training_loss`,
-    logits at labelled positions only) against the estimate the planner makes
-    for ``dlm train`` (``logit_positions`` = the labelled tokens).
+    logits at labelled positions only, LoRA inputs recomputed in backward)
+    against the estimate the planner makes for ``dlm train``
+    (``logit_positions`` = the labelled tokens, ``lora_recompute``).
 
 Usage::
 
@@ -214,6 +215,7 @@ def predict(
     precision: str,
     device: str,
     logit_positions: int | None = None,
+    lora_recompute: bool = False,
 ) -> Any:
     from dlm.hardware.memory import estimate_memory
 
@@ -228,6 +230,7 @@ def predict(
         lora_dropout=LORA_DROPOUT,
         backend=device,
         logit_positions=logit_positions,
+        lora_recompute=lora_recompute,
     )
 
 
@@ -392,18 +395,20 @@ def child(
 
     ``step`` is ``plain`` (``model(**batch).loss``, the LM head over every
     position) or ``dlm`` (:func:`dlm.engine.step.training_loss` with the
-    label-position head, as ``dlm train`` runs it).
+    label-position head and recomputed LoRA inputs, as ``dlm train`` runs it).
     """
     import gc
 
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from dlm.engine.lora_recompute import lora_inputs_recomputed
     from dlm.engine.step import label_positions, plain_loss, training_loss
 
     def loss_of(inputs: dict[str, Any]) -> Any:
         if step == "dlm":
-            return training_loss(model, inputs, label_head=True)
+            with lora_inputs_recomputed(model):
+                return training_loss(model, inputs, label_head=True)
         return plain_loss(model, inputs)
 
     torch.manual_seed(0)
@@ -542,7 +547,9 @@ def calibrate(
                 step=step,
             )
             positions = result.get("scored_positions") if step == "dlm" else None
-            estimate = predict(spec, batch, result["params"], precision, device, positions)
+            estimate = predict(
+                spec, batch, result["params"], precision, device, positions, step == "dlm"
+            )
             if result.get("oom"):
                 print(
                     f"{family:9} b{batch}: out of memory (predicted total "

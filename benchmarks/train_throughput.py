@@ -386,6 +386,7 @@ class StepPath:
             add_fused_lm_head(unwrap(setup["model"]), outputs=("log_probs", "entropy", "is_top1"))
 
     def loss(self) -> Any:
+        from dlm.engine.lora_recompute import lora_inputs_recomputed
         from dlm.engine.step import plain_loss, training_loss
 
         model, batch = self.setup["model"], self.setup["batch"]
@@ -394,13 +395,15 @@ class StepPath:
         if self.kind == "trl":
             out = model(**batch, use_cache=False, fused_lm_head=True)
             return -out.log_probs.sum() / out.label_mask.sum().clamp(min=1)
-        return training_loss(
-            model,
-            batch,
-            label_head=self.levers.label_head,
-            features=self.features,
-            image_keys=self.setup["image_keys"],
-        )
+        recompute = lora_inputs_recomputed(model) if self.levers.lora_recompute else _null()
+        with recompute:
+            return training_loss(
+                model,
+                batch,
+                label_head=self.levers.label_head,
+                features=self.features,
+                image_keys=self.setup["image_keys"],
+            )
 
     def step(self) -> float:
         import torch
@@ -439,7 +442,7 @@ def _levers(args: argparse.Namespace) -> Any:
 
 
 #: ``--each``: dlm's step with one lever alone, to see what each is worth.
-SINGLE_LEVERS = ("label_head", "feature_cache")
+SINGLE_LEVERS = ("label_head", "feature_cache", "lora_recompute")
 
 
 def _paths(args: argparse.Namespace) -> list[str]:

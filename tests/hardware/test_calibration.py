@@ -45,3 +45,31 @@ def test_small_qwen2_vl_step_matches_the_estimate():
     assert abs(error) <= bench.ACCEPT, (
         f"measured {measured / 2**20:.1f} MiB, predicted {predicted / 2**20:.1f} MiB ({error:+.1%})"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/proc/self/clear_refs").exists(),
+    reason="needs Linux's resettable RSS high-water mark",
+)
+def test_dlm_step_matches_the_label_position_estimate():
+    # dlm train's step (the LM head at labelled positions) against the
+    # estimate the planner makes for it. The real 152k vocabulary makes the
+    # difference count: planned with the head over every position, the
+    # estimate would be ~4x the measurement.
+    bench = load_benchmark()
+    spec = bench.case("qwen2-vl", "mid")
+    spec["text"].update(layers=2)
+    batch = 2
+    result = bench.measure(spec, batch, timeout=600, step="dlm")
+    positions = result["scored_positions"]
+    assert 0 < positions < spec["seq_len"] // 4
+    estimate = bench.predict(spec, batch, result["params"], "fp32", "cpu", positions)
+    plain = bench.predict(spec, batch, result["params"], "fp32", "cpu")
+    measured, predicted = result["growth_bytes"], estimate.step_bytes
+    assert measured > 50 * 2**20
+    error = predicted / measured - 1
+    assert abs(error) <= bench.ACCEPT, (
+        f"measured {measured / 2**20:.1f} MiB, predicted {predicted / 2**20:.1f} MiB ({error:+.1%})"
+    )
+    assert plain.step_bytes > 2 * measured  # the plain estimate does not describe this step

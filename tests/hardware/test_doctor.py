@@ -101,6 +101,7 @@ def test_bases_are_planned_with_the_levers_dlm_train_pulls(monkeypatch):
         "label_head",
         "feature_cache",
         "length_batching",
+        "lora_recompute",
         "fused_optimizer",
     ]
     monkeypatch.setenv("DLM_LEVERS", "none")

@@ -244,6 +244,26 @@ def test_label_position_head_counts_logits_only_where_labelled():
     assert clamped.logits == plain.logits
 
 
+def test_recomputed_lora_inputs_keep_one_copy_per_distinct_input():
+    # dlm's lora_recompute lever: no fp32 cast copies, no dropout outputs or
+    # masks; each distinct input (q/k/v share one, gate/up another) kept once
+    h, q, i, r = 1536, 1536, 8960, 16
+    common = dict(hidden=h, q=q, intermediate=i, lora_r=r, gated=True)
+    modules = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    plain = layer_bytes_per_token(d=2, lora_dropout=0.05, modules=modules, **common)
+    recomputed = layer_bytes_per_token(
+        d=2, lora_dropout=0.05, modules=modules, lora_recompute=True, **common
+    )
+    # plain: (fp32 copy + bool mask) per projection; recomputed: bf16, once per input
+    assert plain - recomputed == (4 + 1) * (6 * h + i) - 2 * (h + q + h + i)
+    bf16 = dict(precision="bf16", images_per_example=1, lora_r=16, checkpointing=False)
+    kw = dict(micro_batch=4, seq_len=642, lora_dropout=0.05, backend="cuda", **bf16)
+    assert (
+        estimate_memory(QWEN2_VL_2B, lora_recompute=True, **kw).activations
+        < 0.75 * estimate_memory(QWEN2_VL_2B, **kw).activations
+    )
+
+
 def test_precision_sets_weight_bytes():
     bf16 = h200(QWEN2_VL_2B, 1, 642)
     fp32 = estimate_memory(

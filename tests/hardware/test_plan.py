@@ -139,6 +139,14 @@ def test_label_positions_are_the_longest_completion():
         plan(QWEN2_VL_2B, "cuda:80", tokens=[640, 300], example_labels=[12])
 
 
+def test_recomputed_lora_inputs_are_planned_when_asked():
+    plain = plan(QWEN2_VL_2B, "cuda:80", tokens=[640])
+    recomputed = plan(QWEN2_VL_2B, "cuda:80", tokens=[640], lora_recompute=True)
+    assert recomputed.memory.lora_recompute and not plain.memory.lora_recompute
+    assert recomputed.memory.activations < plain.memory.activations
+    assert recomputed.memory.weights == plain.memory.weights
+
+
 def test_checkpointing_only_when_nothing_fits_without_it():
     seq = 642
     without = needs(QWEN2_VL_2B, "bf16", 1, False, seq)

@@ -98,11 +98,11 @@ def keys(examples: list[TrainingExample]) -> list[str]:
     return [ref.sha256 for e in examples for ref in e.images]
 
 
-def loss_and_grads(model: Any, compute: Any) -> tuple[float, dict[str, Any]]:
+def loss_and_grads(model: Any, compute: Any, seed: int = 1234) -> tuple[float, dict[str, Any]]:
     import torch
 
     model.zero_grad(set_to_none=True)
-    torch.manual_seed(1234)  # the same dropout draws for every path
+    torch.manual_seed(seed)  # the same dropout draws for every path
     loss = compute()
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}

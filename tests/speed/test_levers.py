@@ -10,9 +10,15 @@ from dlm.errors import UsageError
 
 def test_defaults_per_backend() -> None:
     cpu = choose_levers("cpu", {})
-    assert cpu.on() == ["label_head", "feature_cache", "length_batching"]
+    assert cpu.on() == ["label_head", "feature_cache", "length_batching", "lora_recompute"]
     cuda = choose_levers("cuda", {})
-    assert cuda.on() == ["label_head", "feature_cache", "length_batching", "fused_optimizer"]
+    assert cuda.on() == [
+        "label_head",
+        "feature_cache",
+        "length_batching",
+        "lora_recompute",
+        "fused_optimizer",
+    ]
     assert not cuda.compile, "compile is opt-in: not measured on a GPU"
 
 
@@ -21,16 +27,16 @@ def test_defaults_per_backend() -> None:
     [
         ("none", "cpu", []),
         ("all", "cuda", list(NAMES)),
-        ("all", "cpu", ["label_head", "feature_cache", "length_batching"]),
+        ("all", "cpu", ["label_head", "feature_cache", "length_batching", "lora_recompute"]),
         ("label_head", "cpu", ["label_head"]),
         ("label_head, feature_cache", "cpu", ["label_head", "feature_cache"]),
-        ("-feature_cache", "cpu", ["label_head", "length_batching"]),
+        ("-feature_cache", "cpu", ["label_head", "length_batching", "lora_recompute"]),
         (
-            "+compile,-length_batching",
+            "+compile,-length_batching,-lora_recompute",
             "cuda",
             ["label_head", "feature_cache", "fused_optimizer", "compile"],
         ),
-        ("+compile", "mps", ["label_head", "feature_cache", "length_batching"]),
+        ("+compile", "mps", ["label_head", "feature_cache", "length_batching", "lora_recompute"]),
     ],
 )
 def test_dlm_levers(raw: str, backend: str, expected: list[str]) -> None:

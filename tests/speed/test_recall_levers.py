@@ -52,7 +52,12 @@ def test_recall_with_every_lever_on(trained) -> None:
     folder, doc, rows, result = trained
     assert "speed: LM head at labelled positions · vision features reused" in result.stderr
     run = _run(doc, "v0001")
-    assert run["speed"]["levers"] == ["label_head", "feature_cache", "length_batching"]
+    assert run["speed"]["levers"] == [
+        "label_head",
+        "feature_cache",
+        "length_batching",
+        "lora_recompute",
+    ]
     assert "4 computed" in run["speed"]["vision_features"]
     assert "from start to first step" in result.stdout + result.stderr
     assert_recall(doc, rows, folder)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dlm.engine.feature_cache import VisionFeatures
+from dlm.engine.lora_recompute import lora_inputs_recomputed
 from dlm.engine.step import label_positions, plain_loss, training_loss
 from tests.speed.harness import TINY, assert_same, collate, draw, keys, load, loss_and_grads, qa
 
@@ -82,6 +83,26 @@ def test_each_lever_matches_the_plain_step(loaded, tmp_path: Path) -> None:
     # one forward computed the features; the three after it never ran the tower
     assert features.stats.computed == len(image_keys), features.note()
     assert features.stats.hits == 3 * len(image_keys)
+
+
+def test_recomputed_lora_inputs_match_the_plain_step(loaded, tmp_path: Path) -> None:
+    # dropout 0.05 (the fixture): backward must redraw exactly the forward's masks
+    examples = _examples(tmp_path, loaded.family.name)
+    batch = collate(loaded, examples)
+    model = loaded.model
+    plain = loss_and_grads(model, lambda: plain_loss(model, batch))
+    with lora_inputs_recomputed(model) as changed:
+        assert changed == sum(1 for n, _ in model.named_modules() if n.endswith(".lora_A"))
+        recomputed = loss_and_grads(model, lambda: plain_loss(model, batch))
+        everything = loss_and_grads(model, lambda: training_loss(model, batch, label_head=True))
+    assert_same(plain, recomputed)
+    assert_same(plain, everything)
+    # the masks matter: another draw gives other gradients, so the match is real
+    redrawn = loss_and_grads(model, lambda: plain_loss(model, batch), seed=99)
+    assert redrawn[0] != plain[0]
+    # and PEFT's own forward is back after the block
+    assert all("forward" not in vars(m) for n, m in model.named_modules() if n.endswith("default"))
+    assert_same(plain, loss_and_grads(model, lambda: plain_loss(model, batch)))
 
 
 def test_a_hit_runs_no_vision_tower(loaded, tmp_path: Path) -> None:

@@ -90,7 +90,11 @@ def gather(
         "plugins": plugin_rows(),
         "levers": levers.on(),
         "bases": base_verdicts(
-            get_registry().bases.values(), host, force=force, label_head=levers.label_head
+            get_registry().bases.values(),
+            host,
+            force=force,
+            label_head=levers.label_head,
+            lora_recompute=levers.lora_recompute,
         ),
         "export_verdicts": export_verdicts(),
     }

@@ -10,6 +10,10 @@ only skip work the plain step wastes:
   (:mod:`dlm.engine.feature_cache`);
 - ``length_batching``: similar lengths share a micro-batch when that saves
   padding (:mod:`dlm.engine.batching`);
+- ``lora_recompute``: each LoRA branch recomputes its cast and dropped-out
+  input in backward instead of keeping copies of it
+  (:mod:`dlm.engine.lora_recompute`): the largest share of saved
+  activations, for a rank-r sliver of recomputation;
 - ``fused_optimizer`` (CUDA): ``torch.optim.AdamW(fused=True)``, one kernel
   for all LoRA tensors instead of a launch per tensor;
 - ``compile`` (CUDA, opt-in): ``torch.compile`` on each language-model
@@ -33,12 +37,20 @@ import attrs
 from dlm.errors import UsageError
 
 ENV = "DLM_LEVERS"
-NAMES = ("label_head", "feature_cache", "length_batching", "fused_optimizer", "compile")
+NAMES = (
+    "label_head",
+    "feature_cache",
+    "length_batching",
+    "lora_recompute",
+    "fused_optimizer",
+    "compile",
+)
 CUDA_ONLY = frozenset({"fused_optimizer", "compile"})
 _DESCRIPTIONS = {
     "label_head": "LM head at labelled positions",
     "feature_cache": "vision features reused",
     "length_batching": "length-aware batches",
+    "lora_recompute": "LoRA inputs recomputed",
     "fused_optimizer": "fused AdamW",
     "compile": "compiled decoder layers",
 }
@@ -49,6 +61,7 @@ class Levers:
     label_head: bool = True
     feature_cache: bool = True
     length_batching: bool = True
+    lora_recompute: bool = True
     fused_optimizer: bool = False
     compile: bool = False
 

@@ -28,6 +28,7 @@ def plan_for_document(
     sharding: str = "auto",
 ) -> dict[str, Any]:
     prepared = prepare_document(doc)
+    levers = choose_levers(host.backend)  # plan the step dlm train takes here
     base, family = prepared.base, prepared.family
     examples = prepared.example_set.examples
     processor = None
@@ -58,5 +59,6 @@ def plan_for_document(
         notes=notes,
         local_processes=local_processes,
         sharding=sharding,
-        label_head=choose_levers(host.backend).label_head,
+        label_head=levers.label_head,
+        lora_recompute=levers.lora_recompute,
     )

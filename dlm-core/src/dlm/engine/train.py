@@ -28,6 +28,7 @@ from dlm.engine.distributed import Ranks
 from dlm.engine.examples import ExampleSet, build_examples
 from dlm.engine.ingest import store_images
 from dlm.engine.levers import Levers, choose_levers
+from dlm.engine.lora_recompute import lora_inputs_recomputed
 from dlm.engine.prepare import PreparedDocument, prepare_document
 from dlm.engine.report import print_outcomes, print_plan
 from dlm.errors import DlmError, TrainError, UsageError
@@ -212,6 +213,7 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
             settings=settings,
             force=options.force,
             example_labels=labels(estimated.counts),
+            lora_recompute=levers.lora_recompute,
             **parallel,
         )
     with console.status(f"preparing base {base.key}…"):
@@ -228,6 +230,7 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
         force=options.force,
         notes=[budget.note] if budget.note else [],
         example_labels=labels(budget.counts),
+        lora_recompute=levers.lora_recompute,
         **parallel,
     )
     print_plan(plan, budget, console)
@@ -407,7 +410,8 @@ def _train_and_commit(
 
     try:
         log_file = log_path.open("w") if ranks.main else open(os.devnull, "w")  # noqa: SIM115
-        with log_file as log, TrainProgress(console, total_steps) as progress:
+        recompute = lora_inputs_recomputed(model) if levers.lora_recompute else nullcontext()
+        with log_file as log, TrainProgress(console, total_steps) as progress, recompute:
             for epoch in range(settings.num_epochs):
                 chunks = epoch_micro_batches(
                     len(examples), ranks.global_micro_batch(micro), generator, lengths, batching

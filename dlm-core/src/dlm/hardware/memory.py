@@ -32,6 +32,8 @@ Symbols (per decoder layer unless said otherwise)::
                                             multiplies by a noise tensor of the input's dtype)
                      d != a:  a * w         PEFT casts the input to fp32 per module
                      else:    d * w, once per distinct input tensor
+                   with dlm's recomputed LoRA inputs (the ``lora_recompute``
+                   lever) always the last: backward redoes cast and dropout
     activations  = T * L * (norms + attention + mlp + lora inputs + 7*a*r)
                    + T * 4h  (final norm)  + B * S^2 * (1 + d)  (attention mask)
 
@@ -145,6 +147,7 @@ class MemoryEstimate:
     lora_dropout: float
     backend: str
     logit_positions: int  # per example: seq_len for the plain head
+    lora_recompute: bool
 
     @property
     def resident(self) -> int:
@@ -250,16 +253,20 @@ def _modules(lora_modules: Iterable[str] | None) -> tuple[str, ...]:
     return chosen
 
 
-def _lora_input_bytes(widths: list[tuple[int, int]], d: int, p: float, mask_bytes: int) -> int:
+def _lora_input_bytes(
+    widths: list[tuple[int, int]], d: int, p: float, mask_bytes: int, recompute: bool = False
+) -> int:
     """Bytes LoRA saves per token for its adapted projections.
 
     ``widths`` holds ``(input_width, input_group)``: projections in the same
     group read the same tensor (q/k/v read the normed hidden state), which
-    is saved once when nothing copies it.
+    is saved once when nothing copies it. ``recompute``: the branches keep
+    only that shared input and redo cast and dropout in backward
+    (:mod:`dlm.engine.lora_recompute`).
     """
-    if p > 0:
+    if p > 0 and not recompute:
         return sum((ADAPTER_BYTES + mask_bytes) * w for w, _ in widths)
-    if d != ADAPTER_BYTES:
+    if d != ADAPTER_BYTES and not recompute:
         return sum(ADAPTER_BYTES * w for w, _ in widths)
     seen: dict[int, int] = {}
     for w, group in widths:
@@ -278,11 +285,13 @@ def layer_bytes_per_token(
     modules: tuple[str, ...],
     gated: bool,
     dropout_mask_bytes: int = 1,
+    lora_recompute: bool = False,
 ) -> int:
     """Bytes one transformer layer saves for backward, per token (no checkpointing).
 
     ``dropout_mask_bytes``: 1 where dropout keeps a bool mask (CUDA's fused
     kernel), else the element size (CPU and MPS keep a noise tensor).
+    ``lora_recompute``: dlm's recomputed LoRA inputs (the ``lora_recompute`` lever).
     """
     norms = 2 * 4 * hidden
     attention = d * 4 * q
@@ -297,7 +306,7 @@ def layer_bytes_per_token(
         "down_proj": (intermediate, 3),
     }
     widths = [inputs[m] for m in modules]
-    lora = _lora_input_bytes(widths, d, lora_dropout, dropout_mask_bytes)
+    lora = _lora_input_bytes(widths, d, lora_dropout, dropout_mask_bytes, lora_recompute)
     lora += len(modules) * ADAPTER_BYTES * lora_r
     return norms + attention + mlp + lora
 
@@ -316,6 +325,7 @@ def estimate_memory(
     lora_modules: Iterable[str] | None = None,
     backend: str = "cuda",
     logit_positions: int | None = None,
+    lora_recompute: bool = False,
 ) -> MemoryEstimate:
     """Estimate the peak memory of one training step (see the module docstring).
 
@@ -323,6 +333,8 @@ def estimate_memory(
     ``backend`` picks the runtime overhead. ``logit_positions`` is how many
     positions per example the LM head runs on: ``None`` for every position
     (the plain step), the longest completion for dlm's label-position head.
+    ``lora_recompute`` counts dlm's recomputed LoRA inputs (one saved copy
+    per distinct input, whatever the dropout and precision).
     """
     if micro_batch < 1 or seq_len < 1:
         raise ValueError("micro_batch and seq_len must be positive")
@@ -351,6 +363,7 @@ def estimate_memory(
         modules=modules,
         gated=True,
         dropout_mask_bytes=mask_bytes,
+        lora_recompute=lora_recompute,
     )
     if checkpointing:
         per_token = t.num_layers * d * t.hidden_size + per_layer
@@ -385,6 +398,7 @@ def estimate_memory(
             modules=("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"),
             gated=False,
             dropout_mask_bytes=mask_bytes,
+            lora_recompute=lora_recompute,
         )
         if checkpointing:
             vision_activations = patches * (v.num_layers * d * v.hidden_size + per_vision_layer)
@@ -417,4 +431,5 @@ def estimate_memory(
         lora_dropout=lora_dropout,
         backend=backend,
         logit_positions=positions,
+        lora_recompute=lora_recompute,
     )

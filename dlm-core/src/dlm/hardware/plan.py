@@ -246,6 +246,7 @@ def plan_training(
     local_processes: int | None = None,
     sharding: str = "auto",
     example_labels: Sequence[int] | None = None,
+    lora_recompute: bool = False,
 ) -> TrainingPlan:
     """Plan a training run of ``base`` on ``host`` for these examples.
 
@@ -253,7 +254,8 @@ def plan_training(
     the family's processor counts them) and ``example_images[i]`` its number
     of images. ``example_labels[i]`` is its labelled (completion) tokens when
     the step runs the LM head at labelled positions only (dlm's
-    ``label_head`` lever); ``None`` plans the plain head over every position. ``notes`` from the caller (e.g. how the token budget set
+    ``label_head`` lever); ``None`` plans the plain head over every position.
+    ``lora_recompute`` plans dlm's recomputed LoRA inputs (that lever). ``notes`` from the caller (e.g. how the token budget set
     ``sequence_len``) are kept in the plan. Raises :class:`PlanError` for
     every refusal; ``force`` turns the overridable ones into warnings.
 
@@ -313,6 +315,7 @@ def plan_training(
             lora_modules=modules,
             backend=on or host.backend,
             logit_positions=logit_positions,
+            lora_recompute=lora_recompute,
         )
 
     if settings.sequence_len is not None and seq_len > settings.sequence_len:

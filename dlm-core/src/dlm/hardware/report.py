@@ -93,11 +93,13 @@ def document_report(
     local_processes: int | None = None,
     sharding: str = "auto",
     label_head: bool = False,
+    lora_recompute: bool = False,
 ) -> dict[str, Any]:
     """The doctor's view of one document: examples, longest, plan, verdict.
 
-    ``label_head`` plans the step ``dlm train`` runs when its label-position
-    LM head is on (logits at completion tokens only).
+    ``label_head`` and ``lora_recompute`` plan the step ``dlm train`` runs
+    with those speed levers on (logits at completion tokens only; LoRA
+    inputs recomputed in backward).
 
     With several ``processes`` (``local_processes`` of them on this host) the
     plan is per process, and says whether the base is sharded (FSDP).
@@ -143,6 +145,7 @@ def document_report(
             local_processes=local_processes,
             sharding=sharding,
             example_labels=[e.completion_tokens for e in examples] if label_head else None,
+            lora_recompute=lora_recompute,
         )
     except PlanError as exc:
         report["refusal"] = {"message": exc.message, "hint": exc.hint}
@@ -153,7 +156,12 @@ def document_report(
 
 
 def base_verdicts(
-    bases: Iterable[BaseSpec], host: HostFacts, *, force: bool = False, label_head: bool = False
+    bases: Iterable[BaseSpec],
+    host: HostFacts,
+    *,
+    force: bool = False,
+    label_head: bool = False,
+    lora_recompute: bool = False,
 ) -> list[dict[str, Any]]:
     """Can this host train each base? Planned on a minimal example (one image
     and a short text) with default settings; ``label_head`` as in
@@ -178,6 +186,7 @@ def base_verdicts(
                 settings=settings,
                 force=force,
                 example_labels=[MINIMAL_COMPLETION_TOKENS] if label_head else None,
+                lora_recompute=lora_recompute,
             )
         except PlanError as exc:
             row.update(verdict=VERDICT_REFUSED, reason=exc.message, expected_peak_bytes=None)
