@@ -15,6 +15,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path("/proc/self/clear_refs").exists(),
+        reason="needs Linux's resettable RSS high-water mark",
+    ),
+]
+
 
 def load_benchmark():
     path = REPO / "benchmarks" / "memory_calibration.py"
@@ -26,11 +34,6 @@ def load_benchmark():
     return module
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not Path("/proc/self/clear_refs").exists(),
-    reason="needs Linux's resettable RSS high-water mark",
-)
 def test_small_qwen2_vl_step_matches_the_estimate():
     bench = load_benchmark()
     spec = bench.case("qwen2-vl", "lm")  # 448² image: 256 image tokens, 8k vocabulary
@@ -47,11 +50,6 @@ def test_small_qwen2_vl_step_matches_the_estimate():
     )
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not Path("/proc/self/clear_refs").exists(),
-    reason="needs Linux's resettable RSS high-water mark",
-)
 def test_dlm_step_matches_the_label_position_estimate():
     # dlm train's step (the LM head at labelled positions) against the
     # estimate the planner makes for it. The real 152k vocabulary makes the

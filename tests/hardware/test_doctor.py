@@ -114,21 +114,17 @@ def test_bases_are_planned_with_the_levers_dlm_train_pulls(monkeypatch):
 
 
 def test_document_plan_with_the_label_position_head():
-    plain = document_report(
-        document="doc.dlm",
-        base=PALIGEMMA_3B_224,
-        examples=budgets(PALIGEMMA_3B_224),
-        settings=TrainingSettings(),
-        host=_host("cuda:24"),
-    )["plan"]
-    labelled = document_report(
-        document="doc.dlm",
-        base=PALIGEMMA_3B_224,
-        examples=budgets(PALIGEMMA_3B_224),
-        settings=TrainingSettings(),
-        host=_host("cuda:24"),
-        label_head=True,
-    )["plan"]
+    def planned(**levers):
+        return document_report(
+            document="doc.dlm",
+            base=PALIGEMMA_3B_224,
+            examples=budgets(PALIGEMMA_3B_224),
+            settings=TrainingSettings(),
+            host=_host("cuda:24"),
+            **levers,
+        )["plan"]
+
+    plain, labelled = planned(), planned(label_head=True)
     assert plain["memory"]["logit_positions"] == plain["seq_len"] == 256 + 14 + 34
     assert labelled["memory"]["logit_positions"] == 34  # the longest completion
     assert labelled["expected_peak_bytes"] < plain["expected_peak_bytes"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import pytest
 
@@ -38,7 +40,7 @@ H200_POINTS = [
 ]
 
 
-def h200(base: BaseSpec, batch: int, seq: int) -> MemoryEstimate:
+def h200(base: BaseSpec, batch: int, seq: int, **levers: Any) -> MemoryEstimate:
     return estimate_memory(
         base,
         precision="bf16",
@@ -49,6 +51,7 @@ def h200(base: BaseSpec, batch: int, seq: int) -> MemoryEstimate:
         checkpointing=False,
         lora_dropout=0.0,  # PEFT's default, as measured
         backend="cuda",
+        **levers,
     )
 
 
@@ -211,17 +214,7 @@ def test_label_position_head_counts_logits_only_where_labelled():
     # dlm's step runs the LM head at the completion tokens only (the
     # label_head lever): 30 positions of 321, not all of them
     plain = h200(PALIGEMMA_3B_224, 4, 321)
-    labelled = estimate_memory(
-        PALIGEMMA_3B_224,
-        precision="bf16",
-        micro_batch=4,
-        seq_len=321,
-        images_per_example=1,
-        lora_r=16,
-        checkpointing=False,
-        backend="cuda",
-        logit_positions=30,
-    )
+    labelled = h200(PALIGEMMA_3B_224, 4, 321, logit_positions=30)
     assert plain.logit_positions == 321
     assert labelled.logit_positions == 30
     assert labelled.logits == 4 * 30 * 257216 * LOGIT_BYTES
@@ -230,17 +223,7 @@ def test_label_position_head_counts_logits_only_where_labelled():
     )  # the rest of the step is unchanged; the allocator slack shrinks with it
     assert labelled.activations == plain.activations
     # never more positions than the sequence has
-    clamped = estimate_memory(
-        PALIGEMMA_3B_224,
-        precision="bf16",
-        micro_batch=4,
-        seq_len=321,
-        images_per_example=1,
-        lora_r=16,
-        checkpointing=False,
-        backend="cuda",
-        logit_positions=10_000,
-    )
+    clamped = h200(PALIGEMMA_3B_224, 4, 321, logit_positions=10_000)
     assert clamped.logits == plain.logits
 
 
