@@ -28,9 +28,15 @@ MIN_VISION_DEPTH = {
     "tiny-mistral3": ("dlm_vl_mistral.bases", "TINY_VISION_CONFIG", "num_hidden_layers", 3),
     "tiny-internvl": ("dlm_vl_internvl.bases", "TINY_VISION_CONFIG", "num_hidden_layers", 4),
 }
-# answers that must match out of four (InternVL: llama.cpp resamples tiles and the
-# thumbnail with its own filter, so a figure with soft edges can drift after a token)
-REQUIRED_MATCHES = {"tiny-qwen2-vl": 4, "tiny-mistral3": 4, "tiny-internvl": 3}
+# answers that must match out of four. InternVL: llama.cpp resamples tiles and the
+# thumbnail with its own filter, so a figure with soft edges can drift after a token.
+# Mistral: with the default system message (its date pinned, so the prompt is the same
+# every day) one random-weight answer meets a near tie at its sixth token: transformers'
+# top two, "rench" and " over", are 0.008 logits apart and llama.cpp takes the other.
+# Before the pin the prompt changed daily, and so did which answers tied.
+REQUIRED_MATCHES = {"tiny-qwen2-vl": 4, "tiny-mistral3": 3, "tiny-internvl": 3}
+# every answer, matched or not, must agree with transformers' on its opening
+SHARED_OPENING = 12  # characters: the first two or three tokens of the tiny vocabularies
 
 
 def _tiny(key: str, session_home: Path) -> h.Tiny:
@@ -78,5 +84,7 @@ def test_llama_cpp_answers_like_transformers(
     print(f"{key}: {matches}/4 llama.cpp answers equal transformers'")
     print(json.dumps({"transformers": expected, "llama.cpp": got}, ensure_ascii=False))
     assert len(set(expected)) == 4, "the four figures must get four different answers"
-    assert all(a[:1] == b[:1] for a, b in zip(expected, got, strict=True))
+    assert all(
+        a[:SHARED_OPENING] == b[:SHARED_OPENING] for a, b in zip(expected, got, strict=True)
+    ), (expected, got)
     assert matches >= REQUIRED_MATCHES[key], (expected, got)

@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     _watch_launcher(int(spec["launcher_pid"]))
     try:
         run_rank(spec)
+        _leave_together()
     except BaseException as exc:  # every failure is reported to the launcher, then exits
         write_error(Path(spec["run_dir"]), rank, exc)
         if verbose():
@@ -173,6 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _destroy_process_group()
     return 0
+
+
+def _leave_together() -> None:
+    """Wait for every rank before tearing the process group down.
+
+    Rank 0 still writes the adapter after the last collective; a rank that
+    closed its gloo connections then could be aborted by a peer's teardown
+    racing its own (seen once as SIGABRT on rank 1 of an FSDP run on CPU).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def _destroy_process_group() -> None:
