@@ -234,6 +234,16 @@ def predict(
     )
 
 
+def predict_measured(
+    spec: dict[str, Any], batch: int, result: dict[str, Any], precision: str, device: str
+) -> Any:
+    """The estimate for the step a :func:`child` measured: for ``dlm``'s step the
+    planner's (logits at the scored positions, LoRA inputs recomputed)."""
+    dlm = result.get("step") == "dlm"
+    positions = result["scored_positions"] if dlm else None
+    return predict(spec, batch, result["params"], precision, device, positions, dlm)
+
+
 # ---------------------------------------------------------------- the child
 
 
@@ -546,10 +556,7 @@ def calibrate(
                 warmup=warmup,
                 step=step,
             )
-            positions = result.get("scored_positions") if step == "dlm" else None
-            estimate = predict(
-                spec, batch, result["params"], precision, device, positions, step == "dlm"
-            )
+            estimate = predict_measured(spec, batch, result, precision, device)
             if result.get("oom"):
                 print(
                     f"{family:9} b{batch}: out of memory (predicted total "

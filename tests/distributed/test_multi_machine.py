@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_dlm
-from tests.e2e.recall import write_recall_document
+from tests.e2e.recall import store_of, write_recall_document
 
 pytestmark = pytest.mark.slow
 
@@ -70,13 +70,6 @@ def _start(doc: Path, config: Path) -> subprocess.Popen[str]:
     )
 
 
-def _store(doc: Path) -> Path:
-    from dlm.format import parse_file
-    from dlm.store.paths import StorePaths
-
-    return StorePaths.for_id(parse_file(doc).frontmatter.dlm_id).root
-
-
 def test_two_machines_train_and_machine_0_commits(tmp_path: Path, session_home: Path) -> None:
     doc, _rows = write_recall_document(tmp_path, BASE)
     first, second = _configs(tmp_path)
@@ -88,7 +81,7 @@ def test_two_machines_train_and_machine_0_commits(tmp_path: Path, session_home: 
     assert "committed adapter v0001" in main.stdout
     assert "2 processes, 1 on each of 2 machines (this is machine 0)" in main.stderr
     assert "machine 0 commits the adapter" in out
-    store = _store(doc)
+    store = store_of(doc)
     assert (store / "adapter" / "current.txt").read_text().strip() == "v0001"
     assert len(list((store / "logs").glob("train-*.jsonl"))) == 1
     run = json.loads((store / "adapter" / "versions" / "v0001" / "training_run.json").read_text())
@@ -145,7 +138,7 @@ def test_machines_that_see_different_documents_do_not_train(
     assert "rank(s) 1 see a different document, images or plan than rank 0" in message
     assert "every machine needs the same .dlm file" in message
     assert "Traceback" not in main.stderr + err
-    assert not (_store(doc) / "adapter" / "current.txt").exists()
+    assert not (store_of(doc) / "adapter" / "current.txt").exists()
 
 
 def test_machine_0_alone_gives_up_after_the_rendezvous_timeout(
@@ -161,4 +154,4 @@ def test_machine_0_alone_gives_up_after_the_rendezvous_timeout(
     assert time.monotonic() - started < 120
     assert "the 2 machines did not all meet at 127.0.0.1:" in message
     assert "within 5 s" in message and "nothing was trained" in message
-    assert not (_store(doc) / "adapter" / "current.txt").exists()
+    assert not (store_of(doc) / "adapter" / "current.txt").exists()

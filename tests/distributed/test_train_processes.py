@@ -12,15 +12,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_dlm
-from tests.e2e.recall import assert_recall, write_recall_document
+from tests.e2e.recall import (
+    assert_recall,
+    start_long_run,
+    store_of,
+    write_recall_document,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -37,21 +40,14 @@ use_cpu: true
 """
 
 
-def _store(doc: Path) -> Path:
-    from dlm.format import parse_file
-    from dlm.store.paths import StorePaths
-
-    return StorePaths.for_id(parse_file(doc).frontmatter.dlm_id).root
-
-
 def _losses(doc: Path) -> list[float]:
-    logs = sorted((_store(doc) / "logs").glob("train-*.jsonl"))
+    logs = sorted((store_of(doc) / "logs").glob("train-*.jsonl"))
     assert len(logs) == 1, "one run, one log: only rank 0 writes it"
     return [json.loads(line)["loss"] for line in logs[0].read_text().splitlines()]
 
 
 def _run_record(doc: Path, version: str = "v0001") -> dict:
-    path = _store(doc) / "adapter" / "versions" / version / "training_run.json"
+    path = store_of(doc) / "adapter" / "versions" / version / "training_run.json"
     return json.loads(path.read_text())
 
 
@@ -59,7 +55,7 @@ def _adapter(doc: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(
-        str(_store(doc) / "adapter" / "versions" / "v0001" / "adapter_model.safetensors")
+        str(store_of(doc) / "adapter" / "versions" / "v0001" / "adapter_model.safetensors")
     )
 
 
@@ -89,7 +85,7 @@ def test_two_processes_commit_one_adapter_that_recalls(runs) -> None:
     assert "launching 2 processes on this host: data parallel (DDP)" in result.stderr
     assert "micro-batch 2 × accumulation 1 × 2 processes = effective batch 4" in result.stderr
     assert result.stderr.count("120/120") == 1, "progress comes from rank 0 only"
-    versions = _store(docs["ddp"]) / "adapter" / "versions"
+    versions = store_of(docs["ddp"]) / "adapter" / "versions"
     assert sorted(p.name for p in versions.iterdir()) == ["v0001"]
     assert_recall(docs["ddp"], rows, docs["ddp"].parent)
     assert run_dlm("verify", docs["ddp"]).returncode == 0
@@ -157,49 +153,11 @@ def _ranks(launcher: int) -> dict[int, object]:
     return found
 
 
-def _wait_for(predicate, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting")
-
-
-def _start_long_run(doc: Path, **env: str) -> tuple[subprocess.Popen[str], Path]:
-    """``dlm train --processes 2`` of ``doc``'s store, trained far longer; once it has
-    logged its first step."""
-    store = _store(doc)
-    logs_before = set((store / "logs").glob("train-*.jsonl"))
-    slow = doc.with_name("slow.dlm")
-    slow.write_text(doc.read_text().replace("num_epochs: 60", "num_epochs: 100000"))
-    full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb", **env}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dlm", "train", str(slow), "--processes", "2"],
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-    def first_step_logged() -> bool:
-        new = set((store / "logs").glob("train-*.jsonl")) - logs_before
-        return any(p.read_text().strip() for p in new)
-
-    try:
-        _wait_for(first_step_logged)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc, store
-
-
 def test_killing_a_rank_ends_the_run_naming_it(runs) -> None:
     import psutil
 
     docs, _rows, _results = runs
-    proc, store = _start_long_run(docs["ddp"])
+    proc, store = start_long_run(docs["ddp"], "--processes", "2")
     try:
         # The launching command holds the store lock: a second writer is refused, naming it.
         second = run_dlm("train", docs["ddp"])
@@ -231,7 +189,7 @@ def test_a_rank_that_hangs_ends_the_run_through_the_collective_timeout(runs) -> 
     import psutil
 
     docs, _rows, _results = runs
-    proc, store = _start_long_run(docs["ddp"], DLM_COLLECTIVE_TIMEOUT="10")
+    proc, store = start_long_run(docs["ddp"], "--processes", "2", DLM_COLLECTIVE_TIMEOUT="10")
     try:
         ranks = _ranks(proc.pid)
         stuck = ranks[1]

@@ -7,7 +7,10 @@ answer exactly, which is only possible if the adapter uses the image.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import REPO, run_dlm
@@ -52,3 +55,49 @@ def assert_recall(doc_path: Path, rows: list[tuple[str, str, str, str]], folder:
 
 
 __all__ = ["FIGURES", "RECALL_TRAINING", "assert_recall", "write_recall_document"]
+
+
+def store_of(doc: Path) -> Path:
+    """The store directory of ``doc``'s ``dlm_id`` (under ``$DLM_HOME``)."""
+    from dlm.format import parse_file
+    from dlm.store.paths import StorePaths
+
+    return StorePaths.for_id(parse_file(doc).frontmatter.dlm_id).root
+
+
+def wait_for(predicate, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting")
+
+
+def start_long_run(doc: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], Path]:
+    """``dlm train`` of ``doc``'s store (same ``dlm_id``) trained far longer, so it is
+    surely mid-run; returned once it has logged its first step, with the store."""
+    store = store_of(doc)
+    logs_before = set((store / "logs").glob("train-*.jsonl"))
+    slow = doc.with_name("slow.dlm")
+    slow.write_text(doc.read_text().replace("num_epochs: 60", "num_epochs: 100000"))
+    full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb", **env}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlm", "train", str(slow), *args],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def first_step_logged() -> bool:
+        new = set((store / "logs").glob("train-*.jsonl")) - logs_before
+        return any(p.read_text().strip() for p in new)
+
+    try:
+        wait_for(first_step_logged)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, store

@@ -21,7 +21,7 @@ MALFORMED = {
     "schema type": (HEAD + "training:\n  lora_r: many\n---\nprose\n", 6),
     "unknown key": (HEAD + "trainig:\n  lora_r: 8\n---\nprose\n", 5),
     "version too new": (HEAD.replace("dlm_version: 10", "dlm_version: 11") + "---\nx\n", 3),
-    "unknown fence": (HEAD + "---\nprose\n\n::imagine path=\"a.png\"::\ncaption\n", 8),
+    "unknown fence": (HEAD + '---\nprose\n\n::imagine path="a.png"::\ncaption\n', 8),
     "bad attribute": (HEAD + "---\n::image path=a.png::\ncaption\n", 6),
     "Q without A": (HEAD + "---\n::instruction::\n### Q\nWhat?\n", 7),
     "unterminated code block": (HEAD + "---\nprose\n```python\nx = 1\n", 7),

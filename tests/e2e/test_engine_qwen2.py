@@ -14,18 +14,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_dlm
-from tests.e2e.recall import RECALL_TRAINING, assert_recall, write_recall_document
+from tests.e2e.recall import (
+    RECALL_TRAINING,
+    assert_recall,
+    start_long_run,
+    store_of,
+    write_recall_document,
+)
 
 pytestmark = pytest.mark.slow
 
 BASE = "tiny-qwen2-vl"
-
-
-def _store(doc: Path) -> Path:
-    from dlm.format import parse_file
-    from dlm.store.paths import StorePaths
-
-    return StorePaths.for_id(parse_file(doc).frontmatter.dlm_id).root
 
 
 def _sha(path: Path) -> str:
@@ -51,7 +50,7 @@ def test_train_reports_sections_plan_and_commit(trained) -> None:
     assert "8 training examples" in result.stderr
     assert "plan" in result.stderr and "precision fp32" in result.stderr
     assert "micro-batch 4 × accumulation 1" in result.stderr
-    store = _store(doc)
+    store = store_of(doc)
     assert (store / "adapter" / "current.txt").read_text().strip() == "v0001"
 
 
@@ -62,7 +61,7 @@ def test_image_conditioned_recall(trained) -> None:
 
 def test_training_run_metadata_and_logs(trained) -> None:
     _folder, doc, _rows, _ = trained
-    store = _store(doc)
+    store = store_of(doc)
     run = json.loads((store / "adapter" / "versions" / "v0001" / "training_run.json").read_text())
     assert run["base"]["key"] == BASE and run["base"]["revision"]
     assert run["hyperparameters"]["learning_rate"] == RECALL_TRAINING["learning_rate"]
@@ -108,7 +107,7 @@ def test_hf_snapshot_loads_with_plain_transformers_and_peft(trained, session_hom
     folder, doc, rows, _ = trained
     result = run_dlm("export", doc)
     assert result.returncode == 0, result.stderr
-    snapshot = _store(doc) / "exports" / "hf-snapshot"
+    snapshot = store_of(doc) / "exports" / "hf-snapshot"
     manifest = json.loads((snapshot / "snapshot_manifest.json").read_text())
     assert manifest["export_target"] == "hf_snapshot"
     assert manifest["base"]["revision"] and manifest["adapter_version"] == "v0001"
@@ -146,7 +145,7 @@ assert not any(name == "dlm" or name.startswith("dlm.") for name in sys.modules)
 
 def test_verify_detects_a_damaged_blob(trained) -> None:
     _folder, doc, _rows, _ = trained
-    blob = next((_store(doc) / "blobs").iterdir())
+    blob = next((store_of(doc) / "blobs").iterdir())
     original = blob.read_bytes()
     try:
         blob.write_bytes(original[:-10] + b"0123456789")
@@ -158,36 +157,10 @@ def test_verify_detects_a_damaged_blob(trained) -> None:
     assert run_dlm("verify", doc).returncode == 0
 
 
-def _wait_for(predicate, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting")
-
-
 def test_kill_mid_run_keeps_v0001_then_retrain_is_v0002_and_bit_identical(trained) -> None:
     _folder, doc, _rows, _ = trained
-    store = _store(doc)
-    logs_before = set((store / "logs").glob("train-*.jsonl"))
-    env = {**os.environ, "COLUMNS": "200"}
     # The same store (same dlm_id), trained far longer, so it is surely mid-run when killed.
-    slow = doc.with_name("slow.dlm")
-    slow.write_text(doc.read_text().replace("num_epochs: 60", "num_epochs: 100000"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dlm", "train", str(slow)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-    def first_step_logged() -> bool:
-        new = set((store / "logs").glob("train-*.jsonl")) - logs_before
-        return any(p.read_text().strip() for p in new)
-
-    _wait_for(first_step_logged)
+    proc, store = start_long_run(doc)
     # While it runs, a second writer fails at once, naming the holder.
     started = time.monotonic()
     second = run_dlm("train", doc)
@@ -211,7 +184,7 @@ def test_kill_mid_run_keeps_v0001_then_retrain_is_v0002_and_bit_identical(traine
 
 def test_bad_documents_fail_before_any_model_loads(tmp_path: Path) -> None:
     doc, _rows = write_recall_document(tmp_path, BASE, training={"sequence_len": 20})
-    store = _store(doc)
+    store = store_of(doc)
     oversize = run_dlm("train", doc)
     assert oversize.returncode == 1
     assert f"{doc}:" in oversize.stderr and "sequence_len is 20" in oversize.stderr

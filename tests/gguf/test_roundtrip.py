@@ -19,19 +19,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_dlm
-from tests.e2e.recall import write_recall_document
+from tests.e2e.recall import store_of, write_recall_document
 
 pytestmark = pytest.mark.slow
 
 BASE = "tiny-qwen2-vl"
 SYSTEM = "You answer questions about our figures."
-
-
-def _store(doc: Path) -> Path:
-    from dlm.format import parse_file
-    from dlm.store.paths import StorePaths
-
-    return StorePaths.for_id(parse_file(doc).frontmatter.dlm_id).root
 
 
 def _sha(path: Path) -> str:
@@ -53,7 +46,7 @@ def f16(trained):
     _folder, doc, _rows = trained
     result = run_dlm("export", doc, "--target", "gguf", "--quant", "F16")
     assert result.returncode == 0, result.stderr
-    out = _store(doc) / "exports" / "gguf-f16"
+    out = store_of(doc) / "exports" / "gguf-f16"
     manifest = json.loads((out / "export_manifest.json").read_text())
     return out, manifest, result
 
@@ -194,7 +187,7 @@ def test_ollama_target_quantizes_and_leads_with_the_modelfile(trained) -> None:
     _folder, doc, _rows = trained
     result = run_dlm("export", doc, "--target", "ollama", "--quant", "Q4_K_M")
     assert result.returncode == 0, result.stderr
-    out = _store(doc) / "exports" / "ollama-q4_k_m"
+    out = store_of(doc) / "exports" / "ollama-q4_k_m"
     assert str(out / "Modelfile") in result.stdout.replace("\n", "")
     manifest = json.loads((out / "export_manifest.json").read_text())
     assert manifest["target"] == "ollama" and manifest["quant"] == "Q4_K_M"
@@ -268,7 +261,7 @@ def test_failed_conversion_fails_the_export_and_leaves_nothing(trained, tmp_path
     assert result.returncode == 1, result.stdout + result.stderr
     assert "simulated converter crash" in result.stderr
     assert "converting the language model failed" in result.stderr
-    store = _store(doc)
+    store = store_of(doc)
     _no_export_left(store, "gguf-bf16")
     assert not [p for p in (store / "exports").iterdir() if p.name.startswith(".staging")]
     assert run_dlm("verify", doc).returncode == 0
@@ -276,7 +269,7 @@ def test_failed_conversion_fails_the_export_and_leaves_nothing(trained, tmp_path
 
 def test_killed_mid_conversion_leaves_no_export(trained) -> None:
     _folder, doc, _rows = trained
-    store = _store(doc)
+    store = store_of(doc)
     env = {**os.environ, "COLUMNS": "200"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlm", "export", str(doc), "--target", "gguf", "--quant", "Q8_0"],

@@ -11,19 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_dlm
-from tests.e2e.recall import assert_recall, write_recall_document
+from tests.e2e.recall import assert_recall, store_of, write_recall_document
 
 pytestmark = pytest.mark.slow
 
 BASE = "tiny-internvl"
 SYSTEM = "You answer questions about our figures."
-
-
-def _store(doc: Path) -> Path:
-    from dlm.format import parse_file
-    from dlm.store.paths import StorePaths
-
-    return StorePaths.for_id(parse_file(doc).frontmatter.dlm_id).root
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +36,7 @@ def test_train_commits_with_exact_image_budgets(trained) -> None:
     # 224² figures: 2 x 2 tiles + thumbnail, 4 tokens each, plus <img> and </img>
     assert "22 image tokens never truncated" in result.stderr
     run = json.loads(
-        (_store(doc) / "adapter" / "versions" / "v0001" / "training_run.json").read_text()
+        (store_of(doc) / "adapter" / "versions" / "v0001" / "training_run.json").read_text()
     )
     assert run["image_settings"] == {
         "size": {"height": 56, "width": 56},
@@ -62,7 +55,7 @@ def test_hf_snapshot_loads_with_plain_transformers_and_peft(trained, session_hom
     folder, doc, rows, _ = trained
     result = run_dlm("export", doc)
     assert result.returncode == 0, result.stderr
-    snapshot = _store(doc) / "exports" / "hf-snapshot"
+    snapshot = store_of(doc) / "exports" / "hf-snapshot"
     file, _caption, question, answer = rows[3]
     script = f"""
 import sys

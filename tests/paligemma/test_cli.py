@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_dlm
-from tests.e2e.recall import assert_recall, write_recall_document
+from tests.e2e.recall import assert_recall, store_of, write_recall_document
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +26,6 @@ What does the system do?
 It answers questions about documents.
 
 """
-
-
-def _store(doc: Path) -> Path:
-    from dlm.format import parse_file
-    from dlm.store.paths import StorePaths
-
-    return StorePaths.for_id(parse_file(doc).frontmatter.dlm_id).root
 
 
 def _add_unbound_sections(doc: Path) -> None:
@@ -63,7 +56,7 @@ def test_train_skips_and_reports_the_unbound_text_sections(trained) -> None:
     assert report.count("skipped: family paligemma cannot train without an image") == 2
     assert "caption + 1 bound Q/A" in report
     assert "committed adapter v0001" in result.stdout
-    assert (_store(doc) / "adapter" / "current.txt").read_text().strip() == "v0001"
+    assert (store_of(doc) / "adapter" / "current.txt").read_text().strip() == "v0001"
 
 
 def test_image_conditioned_recall(trained) -> None:
@@ -83,7 +76,7 @@ def test_hf_snapshot_loads_with_plain_transformers_and_peft(trained, session_hom
     folder, doc, rows, _ = trained
     result = run_dlm("export", doc)
     assert result.returncode == 0, result.stderr
-    snapshot = _store(doc) / "exports" / "hf-snapshot"
+    snapshot = store_of(doc) / "exports" / "hf-snapshot"
     assert {p.name for p in (snapshot / "adapter").iterdir()} == {
         "adapter_config.json",
         "adapter_model.safetensors",
@@ -118,7 +111,7 @@ def test_the_real_base_needs_the_licence_then_a_download(tmp_path: Path) -> None
     doc, _rows = write_recall_document(
         tmp_path, "paligemma-3b-mix-224", init_args=("--i-accept-license",)
     )
-    store = _store(doc)
+    store = store_of(doc)
     # accepted at init: recorded in the store. This CPU host is refused before any
     # download; with --force, train goes on to fetch the weights and fails offline.
     refused = run_dlm("train", doc)

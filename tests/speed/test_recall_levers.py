@@ -9,22 +9,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_dlm
-from tests.e2e.recall import assert_recall, write_recall_document
+from tests.e2e.recall import assert_recall, store_of, write_recall_document
 
 pytestmark = pytest.mark.slow
 
 BASE = "tiny-qwen2-vl"
 
 
-def _store(doc: Path) -> Path:
-    from dlm.format import parse_file
-    from dlm.store.paths import StorePaths
-
-    return StorePaths.for_id(parse_file(doc).frontmatter.dlm_id).root
-
-
 def _run(doc: Path, version: str) -> dict:
-    path = _store(doc) / "adapter" / "versions" / version / "training_run.json"
+    path = store_of(doc) / "adapter" / "versions" / version / "training_run.json"
     return json.loads(path.read_text())
 
 
@@ -32,7 +25,7 @@ def _weights(doc: Path, version: str) -> dict:
     from safetensors.torch import load_file
 
     return load_file(
-        str(_store(doc) / "adapter" / "versions" / version / "adapter_model.safetensors")
+        str(store_of(doc) / "adapter" / "versions" / version / "adapter_model.safetensors")
     )
 
 

@@ -542,24 +542,17 @@ def _train_and_commit(
     }
     state = ranks.adapter_state(model)  # FSDP: gathered on every rank (a collective)
     if output_dir is not None:
+        # a rank of a launched run: the launcher commits what rank 0 writes here
         if ranks.main:
             output_dir.mkdir(parents=True, exist_ok=True)
             _write_adapter(output_dir, unwrapped, state, training_run)
-        return TrainResult(
-            version="",
-            steps=step,
-            final_loss=last_loss,
-            seconds=time.monotonic() - loop_started,
-            startup_seconds=startup,
-            adapter_dir=output_dir,
-            log_path=log_path,
-            plot_path=plot_path,
-        )
-    with commit_adapter(paths, meta={"base": base.key, "steps": step}) as staging:
-        _write_adapter(staging, unwrapped, state, training_run)
-    version = current_version(paths)
-    assert version is not None
-    adapter_dir = paths.version_dir(version)
+        version, adapter_dir = "", output_dir
+    else:
+        with commit_adapter(paths, meta={"base": base.key, "steps": step}) as staging:
+            _write_adapter(staging, unwrapped, state, training_run)
+        committed = current_version(paths)
+        assert committed is not None
+        version, adapter_dir = committed, paths.version_dir(committed)
     return TrainResult(
         version=version,
         steps=step,
