@@ -95,3 +95,9 @@ class PromptError(DlmError):
 
 class ExportError(DlmError):
     subject = "export"
+
+
+class DiskFullError(StoreError):
+    """A write ran out of space (ENOSPC); the message says where and how much was needed."""
+
+    subject = "disk full"

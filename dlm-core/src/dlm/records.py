@@ -214,6 +214,9 @@ class Exporter:
 
     name: str = ""
     description: str = ""
+    #: The ``dlm export`` options this target reads (keys of ``ExportRequest.options``:
+    #: "quant", "smoke"); the CLI refuses others. ``None`` takes every option.
+    takes_options: tuple[str, ...] | None = None
 
     def output_name(self, options: dict[str, Any]) -> str:
         """The folder under ``exports/`` this export writes (e.g. ``gguf-q4_k_m``)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from dlm.cli.options import adapter_version as check_adapter_version
 from dlm.cli.output import console, err_console
 from dlm.errors import UsageError
 
@@ -56,7 +57,10 @@ def _list_targets(doc: Path | None) -> None:
 @click.option("--quant", help="Quantization for targets that quantize (e.g. F16, Q8_0, Q4_K_M).")
 @click.option("--no-smoke", is_flag=True, help="Skip the exporter's load-and-answer smoke test.")
 @click.option(
-    "--adapter-version", metavar="vNNNN", help="Export this version instead of the current one."
+    "--adapter-version",
+    metavar="vNNNN",
+    callback=check_adapter_version,
+    help="Export this version instead of the current one.",
 )
 @click.option(
     "--list-targets", is_flag=True, help="List targets (and their verdicts for DOC's base)."
@@ -79,16 +83,19 @@ def export(
         raise UsageError("missing DOC", hint="dlm export DOC [--target NAME]", subject="export")
     from dlm.engine.export import run_export
 
-    options: dict[str, object] = {"smoke": not no_smoke, "strict": strict}
-    if quant:
-        options["quant"] = quant
+    # Only what the user passed: the target refuses options it does not take.
+    given: dict[str, object] = {}
+    if quant is not None:
+        given["quant"] = quant
+    if no_smoke:
+        given["smoke"] = False
     outcome = run_export(
         doc,
         target=target,
         out=out,
         strict=strict,
         adapter_version=adapter_version,
-        options=options,
+        options=given,
         console=err_console,
     )
     for note in outcome.result.notes:

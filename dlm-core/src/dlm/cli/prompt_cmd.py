@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from dlm.cli.options import adapter_version as check_adapter_version
+from dlm.cli.options import finite
 from dlm.errors import UsageError
 
 
@@ -27,10 +29,14 @@ from dlm.errors import UsageError
     default=0.0,
     show_default=True,
     type=click.FloatRange(0, 5),
+    callback=finite,
     help="Sampling temperature; 0 is greedy.",
 )
 @click.option(
-    "--adapter-version", metavar="vNNNN", help="Use this version instead of the current one."
+    "--adapter-version",
+    metavar="vNNNN",
+    callback=check_adapter_version,
+    help="Use this version instead of the current one.",
 )
 @click.option("--force", is_flag=True, help="Run even where the planner refuses this host.")
 def prompt(

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from dlm.cli.output import console
-from dlm.errors import DlmError
+from dlm.errors import DlmError, StoreError
 
 
 @click.command("verify")
@@ -15,11 +15,20 @@ from dlm.errors import DlmError
 def verify(doc: Path) -> None:
     """Re-hash blobs, adapter versions and exports; exit 1 on any mismatch."""
     from dlm.format import parse_file
+    from dlm.store.adapters import list_versions
     from dlm.store.paths import StorePaths
     from dlm.store.verify import verify_store
 
     document = parse_file(doc)
     paths = StorePaths.for_id(document.frontmatter.dlm_id)
+    if not paths.exists():
+        # Nothing to check is not the same as nothing wrong: a script gating
+        # on `dlm verify` must not pass a document that was never trained.
+        raise StoreError(
+            f"no store for {doc}: {paths.root} does not exist",
+            hint=f"`dlm train {doc}` creates it (is DLM_HOME the one you trained with?)",
+            subject="verify",
+        )
     problems = verify_store(paths)
     for problem in problems:
         mark = "[red]✗[/red]" if problem.is_error else "[yellow]![/yellow]"
@@ -37,4 +46,6 @@ def verify(doc: Path) -> None:
         if leftovers
         else ""
     )
+    if not list_versions(paths):
+        suffix += "; no adapter trained yet"
     console.print(f"[green]✓[/green] store {paths.root} is intact{suffix}")

@@ -92,6 +92,8 @@ print(processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_token
 class HFSnapshotExporter(Exporter):
     name = "hf-snapshot"
     description = "PEFT adapter + processor + manifest, loadable with transformers + peft"
+    # Nothing to quantize and no smoke test: the adapter is copied as trained.
+    takes_options: tuple[str, ...] = ()
 
     def probe(self, base: Any) -> ProbeResult:
         return ProbeResult(Verdict.SUPPORTED, "any base: the adapter stays a PEFT adapter")

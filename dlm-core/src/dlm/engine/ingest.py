@@ -65,7 +65,8 @@ def check_images(doc: Document, *, allow_outside: bool = False) -> list[CheckedI
                 doc.display_path,
                 section.line,
                 1,
-                f"{section.path}: {exc.message}",
+                # ImageError's message already starts with the resolved path
+                f"{section.path}: {getattr(exc, 'reason', exc.message)}",
                 hint="replace it with a readable PNG/JPEG/WebP image, or remove the section",
             ) from exc
         checked.append(

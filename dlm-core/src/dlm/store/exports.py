@@ -24,13 +24,15 @@ put back.
 With ``out=DIR`` the same dance happens beside ``DIR`` (no manifest): the
 staging directory is ``.staging-<DIR name>-<pid>`` in DIR's parent, and a
 ``.dlm-export.json`` record (files and hashes) is written into the export.
-An existing ``DIR`` is replaced only if it is empty or carries that record,
-so a mistyped ``--out`` can never delete someone's folder.
+An existing ``DIR`` is replaced only if it is empty or exactly as that record
+describes it (no file added, edited or turned into a link since), so neither
+a mistyped ``--out`` nor a re-export can delete what someone put there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -42,6 +44,7 @@ from dlm.errors import ExportError, StoreError
 from dlm.store._process import pause_point, pid_alive, pid_from_name
 from dlm.store.adapters import current_version
 from dlm.store.atomic import atomic_write_json, fsync_dir, fsync_tree
+from dlm.store.blobs import hash_file
 from dlm.store.lock import require_lock
 from dlm.store.manifest import (
     ExportEntry,
@@ -146,11 +149,61 @@ def _check_external_target(out: Path) -> None:
             f"{out} exists and is not a directory",
             hint="choose a new folder for --out",
         )
-    if out.is_dir() and any(out.iterdir()) and not (out / EXTERNAL_RECORD).is_file():
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / EXTERNAL_RECORD).is_file():
         raise ExportError(
             f"refusing to replace {out}: it is not empty and was not written by `dlm export`",
             hint="choose an empty or new folder for --out, or remove it first",
         )
+    foreign = _not_as_exported(out)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise ExportError(
+            f"refusing to replace {out}: files changed or added since `dlm export` wrote it "
+            f"({shown})",
+            hint="move those files out of the folder, or choose another --out",
+        )
+
+
+def _not_as_exported(out: Path) -> list[str]:
+    """What replacing ``out`` would lose: entries the export record does not list
+    (added files, folders, links) and listed files whose bytes changed.
+
+    A re-export replaces the folder whole, so anything here that the previous
+    export did not write is the user's and must not be deleted with it.
+    """
+    try:
+        recorded = read_external_record(out)
+    except StoreError:
+        return [EXTERNAL_RECORD]  # an unreadable record vouches for nothing
+    known_dirs = {p for rel in recorded for p in Path(rel).parents if p != Path(".")}
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(out):
+        here = Path(dirpath)
+        for name in sorted(dirnames):
+            rel = (here / name).relative_to(out)
+            if (here / name).is_symlink() or rel not in known_dirs:
+                found.append(rel.as_posix() + "/")
+        dirnames[:] = sorted(d for d in dirnames if (here / d).relative_to(out) in known_dirs)
+        for name in sorted(filenames):
+            full = here / name
+            rel_name = full.relative_to(out).as_posix()
+            if rel_name == EXTERNAL_RECORD:
+                continue
+            entry = recorded.get(rel_name)
+            unchanged = (
+                entry is not None
+                and not full.is_symlink()
+                and full.is_file()
+                and full.stat().st_size == entry.size
+                and hash_file(full) == entry.sha256
+            )
+            if not unchanged:
+                found.append(rel_name)
+    return found
 
 
 @contextmanager
@@ -184,13 +237,33 @@ def stage_export(
         parent, final_name = out.parent, out.name
         if not final_name or final_name.startswith("."):
             raise ExportError(f"--out {out} must name a visible folder")
-        parent.mkdir(parents=True, exist_ok=True)
+        blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise ExportError(
+                f"cannot create --out {out}: {blocker} is a file, not a folder",
+                hint="choose a folder in a writable place",
+            )
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ExportError(
+                f"cannot create --out {out}: {exc.strerror or exc}",
+                hint="choose a folder in a writable place",
+            ) from None
         _check_external_target(out)
         _recover_name(parent, final_name, None)
     staging = parent / f"{STAGING_PREFIX}{final_name}-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
-    staging.mkdir()
+    try:
+        staging.mkdir()
+    except OSError as exc:
+        if out is None or getattr(exc, "errno", None) == errno.ENOSPC:
+            raise
+        raise ExportError(
+            f"cannot write into {parent} for --out {out}: {exc.strerror or exc}",
+            hint="choose a folder in a writable place",
+        ) from None
     _active.add(str(staging))
     try:
         try:
