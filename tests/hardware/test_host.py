@@ -102,7 +102,7 @@ def test_library_versions_match_the_installed_stack():
     import dlm
 
     versions = library_versions()
-    assert set(versions) == {"torch", "transformers", "peft", "trl", "accelerate", "dlm"}
+    assert set(versions) == {"torch", "transformers", "peft", "accelerate", "dlm"}
     assert torch.__version__.split("+")[0] == versions["torch"]  # metadata has no local tag
     assert versions["transformers"] == transformers.__version__
     assert versions["peft"] == peft.__version__

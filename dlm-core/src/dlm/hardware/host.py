@@ -241,7 +241,6 @@ LIBRARIES = {
     "torch": "torch",
     "transformers": "transformers",
     "peft": "peft",
-    "trl": "trl",
     "accelerate": "accelerate",
     "dlm": "dlm-core",
 }
