@@ -85,7 +85,7 @@ def test_json_host_report_on_an_assumed_host():
     assert host["memory_bytes"] == 24 * 1024**3
     assert host["usable_bytes"] < host["memory_bytes"]
     assert host["bf16"] is True and host["compute_capability"] == [8, 0]
-    assert set(data["versions"]) >= {"torch", "transformers", "peft", "trl", "accelerate", "dlm"}
+    assert set(data["versions"]) >= {"torch", "transformers", "peft", "accelerate", "dlm"}
     assert any(p["name"] == "dlm.builtins" and p["builtin"] for p in data["plugins"])
     assert "document" not in data
     for row in data["bases"]:
