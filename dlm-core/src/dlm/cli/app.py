@@ -72,6 +72,12 @@ class DlmGroup(click.Group):
             verbose = verbose or bool((ctx.obj or {}).get("verbose"))
             if verbose:
                 err_console.print(traceback.format_exc(), markup=False, highlight=False)
+            from dlm.store.space import as_disk_full
+
+            full = as_disk_full(exc)  # a full disk in a write no step wraps: still say so
+            if full is not None:
+                err_console.print(full.render(), style="bold red", markup=False, highlight=False)
+                ctx.exit(full.exit_code)
             command = ctx.invoked_subcommand or "dlm"
             err_console.print(
                 f"{command}: {type(exc).__name__}: {exc}\n  → re-run with --verbose for the traceback",

@@ -38,6 +38,7 @@ from dlm.store.blobs import BlobStore
 from dlm.store.lock import StoreLock
 from dlm.store.manifest import load_manifest, save_manifest
 from dlm.store.paths import dlm_home
+from dlm.store.space import disk_full_cause, disk_full_error, disk_step
 
 
 class TrainInterrupted(TrainError):
@@ -64,6 +65,11 @@ class TrainResult:
     adapter_dir: Path
     log_path: Path
     plot_path: Path | None
+
+
+# Room for a manifest rewrite or a training_run.json, and for one log row.
+_MANIFEST_BYTES = 64 * 1024
+_LOG_ROW_BYTES = 256
 
 
 def _now() -> str:
@@ -241,17 +247,19 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
         # Another machine's share of the run: machine 0 holds the lock and commits.
         return _launch(doc_path, options, prepared, plan, topology, None, started, console)
     with StoreLock(paths.lock_file, command="dlm train"):
-        blobs = BlobStore(paths.blobs)
-        refs = store_images(list(prepared.images), blobs)
-        example_set = build_examples(prepared.doc, family, refs)
-        manifest = load_manifest(paths)
-        manifest.document = str(Path(doc_path).resolve())
-        manifest.base_model = base.key
-        for image in prepared.images:
-            manifest.add_blob(image.sha256, image.size, image.source)
-        if acceptance is not None:
-            manifest.license_acceptances.setdefault(base.key, acceptance)
-        save_manifest(paths, manifest)
+        image_bytes = sum(image.size for image in prepared.images) + _MANIFEST_BYTES
+        with disk_step("copying the document's images into the store", paths.blobs, image_bytes):
+            blobs = BlobStore(paths.blobs)
+            refs = store_images(list(prepared.images), blobs)
+            example_set = build_examples(prepared.doc, family, refs)
+            manifest = load_manifest(paths)
+            manifest.document = str(Path(doc_path).resolve())
+            manifest.base_model = base.key
+            for image in prepared.images:
+                manifest.add_blob(image.sha256, image.size, image.source)
+            if acceptance is not None:
+                manifest.license_acceptances.setdefault(base.key, acceptance)
+            save_manifest(paths, manifest)
 
         if topology.distributed:
             return _launch(
@@ -355,6 +363,10 @@ def _train_and_commit(
             model.enable_input_require_grads()
         _seed_everything(settings.seed)  # LoRA init draws from the RNG
         model = attach_lora(model, base, family, settings)
+    # What the commit writes (before sharding splits the parameters), for a full disk's message.
+    adapter_bytes = _MANIFEST_BYTES + sum(
+        p.numel() * p.element_size() for p in model.parameters() if p.requires_grad
+    )
     model.train()
     ranks.reseed(settings.seed)
     model = ranks.shard_model(model)
@@ -481,16 +493,26 @@ def _train_and_commit(
         raise
     except Exception as exc:
         kept = f"{previous} remains current" if previous else "no adapter was committed"
+        full = disk_full_cause(exc)
+        if full is not None:
+            raise disk_full_error(
+                full,
+                step=f"training (step {step} of {total_steps}; {kept})",
+                where=log_path,
+                # the rest of the log, then the adapter
+                needed=(total_steps - step) * _LOG_ROW_BYTES + adapter_bytes,
+            ) from exc
         raise TrainError(
             f"training failed at step {step}: {type(exc).__name__}: {exc}; {kept}",
             hint="re-run with --verbose for the traceback",
         ) from exc
 
-    plot_path = (
-        _plot_loss(log_rows, log_path.with_suffix(".png"), f"{base.key} · {paths.root.name}")
-        if ranks.main
-        else None
-    )
+    with disk_step("drawing the loss plot", log_path.with_suffix(".png"), adapter_bytes):
+        plot_path = (
+            _plot_loss(log_rows, log_path.with_suffix(".png"), f"{base.key} · {paths.root.name}")
+            if ranks.main
+            else None
+        )
     startup = (first_step_at - started) if first_step_at else 0.0
     unwrapped = accelerator.unwrap_model(model)
     training_run = {
@@ -548,7 +570,10 @@ def _train_and_commit(
             _write_adapter(output_dir, unwrapped, state, training_run)
         version, adapter_dir = "", output_dir
     else:
-        with commit_adapter(paths, meta={"base": base.key, "steps": step}) as staging:
+        with (
+            disk_step("committing the adapter", paths.versions, adapter_bytes),
+            commit_adapter(paths, meta={"base": base.key, "steps": step}) as staging,
+        ):
             _write_adapter(staging, unwrapped, state, training_run)
         committed = current_version(paths)
         assert committed is not None

@@ -26,6 +26,7 @@ from typing import Any
 
 from dlm.errors import LockHeldError, StoreError
 from dlm.store._process import pid_alive
+from dlm.store.space import disk_step
 
 Notice = Callable[[str], None]
 
@@ -33,6 +34,7 @@ Notice = Callable[[str], None]
 # acquisition through another file descriptor of the same process anyway,
 # but it would blame "pid <ourselves>", which helps nobody.
 _held: dict[str, str] = {}
+_RECORD_BYTES = 4096  # one filesystem block holds the holder record
 _held_guard = threading.Lock()
 
 
@@ -139,7 +141,8 @@ class StoreLock:
 
     def acquire(self) -> StoreLock:
         key = _key(self.lock_file)
-        with _held_guard:
+        # The record is one small write, but on a full disk it is the first to fail.
+        with _held_guard, disk_step("taking the store lock", self.lock_file, _RECORD_BYTES):
             if key in _held:
                 raise LockHeldError(
                     f"this process already holds the store lock ({_command(_held[key])}); "
