@@ -23,6 +23,7 @@ from dlm.plugins import get_registry
 from dlm.records import BaseSpec, Exporter, ExportRequest, ExportResult, ProbeResult, Verdict
 from dlm.store.adapters import current_version, list_versions
 from dlm.store.exports import stage_export
+from dlm.store.integrity import verify_adapter
 from dlm.store.lock import StoreLock
 from dlm.store.manifest import load_manifest
 from dlm.store.paths import StorePaths, dlm_home
@@ -175,7 +176,7 @@ def run_export(
 
     paths = StorePaths.for_id(doc.frontmatter.dlm_id)
     version = export_version(paths, adapter_version, doc_path)
-    adapter_dir = paths.version_dir(version)
+    adapter_dir = verify_adapter(paths, version)  # a tampered adapter is never exported
     training_run = _read_training_run(adapter_dir, version)
     check_same_base(paths, version, training_run, base)
     smoke_examples: tuple = ()

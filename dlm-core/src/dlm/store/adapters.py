@@ -55,16 +55,24 @@ def format_version(number: int) -> str:
 
 def current_version(paths: StorePaths) -> str | None:
     """The committed live version (``None`` before the first commit)."""
+    hint = (
+        "run `dlm verify`; write a listed version (e.g. v0001) into it to recover, "
+        "or delete it if no version is listed"
+    )
     try:
         text = paths.current_file.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise StoreError(f"{paths.current_file} cannot be read ({reason})", hint=hint) from None
     if not text:
-        return None
+        # Commits write it whole (atomic replace), so empty is damage, not
+        # "nothing trained yet": that is the file's absence.
+        raise StoreError(f"{paths.current_file} is empty, not an adapter version", hint=hint)
     if not VERSION_RE.match(text):
         raise StoreError(
-            f"{paths.current_file} holds {text[:40]!r}, not an adapter version",
-            hint="run `dlm verify`; write a listed version (e.g. v0001) into it to recover",
+            f"{paths.current_file} holds {text[:40]!r}, not an adapter version", hint=hint
         )
     return text
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,49 @@ def fsync_file(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def fsync_tree(path: str | os.PathLike[str]) -> None:
-    """fsync every file and directory under ``path`` (and ``path`` itself).
+def current_umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def share_modes(path: str | os.PathLike[str]) -> None:
+    """Give every file and directory under ``path`` the mode a plain ``open``
+    or ``mkdir`` would (``0666``/``0777`` less the umask).
+
+    Libraries that write through a temporary file (safetensors does, via
+    mkstemp) leave 0600 behind: the adapter of an export would be the one
+    file in it a colleague cannot read. Executable bits are kept.
+    """
+    mask = current_umask()
+    for dirpath, _dirnames, filenames in os.walk(path):
+        entries = [(dirpath, True)] + [(os.path.join(dirpath, n), False) for n in filenames]
+        for full, is_dir in entries:
+            if os.path.islink(full):
+                continue
+            mode = stat.S_IMODE(os.stat(full).st_mode)
+            base = 0o777 if is_dir or mode & stat.S_IXUSR else 0o666
+            if mode != base & ~mask:
+                os.chmod(full, base & ~mask)
+
+
+def fsync_tree(path: str | os.PathLike[str], *, modes: bool = True) -> None:
+    """Make a finished tree (an adapter version, an export) ready to publish:
+    modes as :func:`share_modes` gives them (unless ``modes=False``), then
+    fsync of every file and directory under ``path`` (and ``path`` itself).
 
     Bottom-up, so by the time a directory is synced its children are too.
     Symlinks are not followed.
     """
+    if modes:
+        share_modes(path)
     for dirpath, _dirnames, filenames in os.walk(path, topdown=False):
         for name in filenames:
             full = os.path.join(dirpath, name)

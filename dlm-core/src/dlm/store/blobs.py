@@ -12,6 +12,7 @@ import builtins
 import hashlib
 import os
 import re
+import stat
 from pathlib import Path
 
 from dlm.errors import StoreError
@@ -29,6 +30,25 @@ def hash_file(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` is not a plain file the store could have written, or ``None``.
+
+    The store writes only regular files: a directory, symlink, pipe or device
+    under a recorded name is damage (and reading a pipe would hang).
+    """
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return "is missing"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    if stat.S_ISLNK(mode):
+        return "is a symlink, not a file the store wrote"
+    return "is not a regular file (a pipe, socket or device)"
 
 
 def _check_sha(sha: str) -> str:
@@ -62,6 +82,8 @@ class BlobStore:
     def verify(self, sha: str) -> bool:
         """Do the stored bytes still hash to their name?"""
         path = self.path_for(sha)
+        if not_a_file(path) is not None:
+            return False
         try:
             return hash_file(path) == sha
         except FileNotFoundError:
@@ -109,6 +131,13 @@ class BlobStore:
                 raise ImageError(source, exc.reason, hint=exc.hint) from None
             sha = digest.hexdigest()
             final = self.root / sha
+            odd = not_a_file(final) if os.path.lexists(final) else None
+            if odd is not None and odd != "is missing":
+                # Replacing a directory would mean deleting what someone put there.
+                raise StoreError(
+                    f"{final} {odd}: the store was changed outside dlm",
+                    hint=f"remove {final} and run again; `dlm verify` lists any other damage",
+                )
             if final.is_file() and self.verify(sha):
                 tmp.unlink()  # identical bytes already stored
                 return sha

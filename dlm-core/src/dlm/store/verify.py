@@ -8,6 +8,7 @@ next writing command cleans up.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -15,7 +16,7 @@ import attrs
 from dlm.errors import StoreError
 from dlm.store.adapters import current_version, list_versions, stale_staging
 from dlm.store.atomic import TEMP_PREFIX
-from dlm.store.blobs import SHA256_RE, BlobStore, hash_file
+from dlm.store.blobs import SHA256_RE, BlobStore, hash_file, not_a_file
 from dlm.store.exports import ASIDE_PREFIX, STAGING_PREFIX, is_stale_work_dir, work_dirs
 from dlm.store.manifest import ExportEntry, FileEntry, Manifest, load_manifest
 from dlm.store.paths import StorePaths
@@ -62,7 +63,9 @@ def _has_content(paths: StorePaths) -> bool:
     )
 
 
-def _check_files(root: Path, expected: dict[str, FileEntry]) -> list[Problem]:
+def check_files(
+    root: Path, expected: dict[str, FileEntry], *, hasher: Callable[[Path], str] = hash_file
+) -> list[Problem]:
     """Compare a directory with recorded files: missing, extra, size, hash."""
     problems: list[Problem] = []
     present: set[str] = set()
@@ -74,12 +77,16 @@ def _check_files(root: Path, expected: dict[str, FileEntry]) -> list[Problem]:
         if rel not in present:
             problems.append(Problem("missing", str(full), "recorded in the manifest but missing"))
             continue
+        odd = not_a_file(full)
+        if odd is not None:
+            problems.append(Problem("corrupt", str(full), odd))
+            continue
         size = full.stat().st_size
         if size != entry.size:
             problems.append(
                 Problem("size", str(full), f"is {size} bytes, the manifest says {entry.size}")
             )
-        elif hash_file(full) != entry.sha256:
+        elif hasher(full) != entry.sha256:
             problems.append(
                 Problem("corrupt", str(full), "content does not match its recorded sha256")
             )
@@ -104,6 +111,10 @@ def _check_blobs(paths: StorePaths, manifest: Manifest) -> list[Problem]:
                 problems.append(Problem("extra", str(full), "not a blob (name is not a sha256)"))
     for sha in sorted(on_disk):
         full = store.path_for(sha)
+        odd = not_a_file(full)
+        if odd is not None:
+            problems.append(Problem("corrupt", str(full), odd))
+            continue
         if hash_file(full) != sha:
             problems.append(Problem("corrupt", str(full), "content does not hash to its name"))
             continue
@@ -138,7 +149,7 @@ def _check_adapters(paths: StorePaths, manifest: Manifest) -> list[Problem]:
                 )
             )
             continue
-        problems += _check_files(directory, entry.files)
+        problems += check_files(directory, entry.files)
     for version in sorted(set(manifest.adapters) - set(on_disk)):
         problems.append(
             Problem("missing", str(paths.versions / version), "recorded version is missing")
@@ -203,7 +214,7 @@ def _check_exports(paths: StorePaths, manifest: Manifest) -> list[Problem]:
                         WARNING,
                     )
                 )
-                problems += _check_files(aside[-1], expected.files)
+                problems += check_files(aside[-1], expected.files)
             elif expected is not None:
                 problems.append(Problem("missing", str(target), "recorded export is missing"))
             continue
@@ -212,7 +223,7 @@ def _check_exports(paths: StorePaths, manifest: Manifest) -> list[Problem]:
                 Problem("unrecorded", str(target), "export not recorded in the manifest", WARNING)
             )
             continue
-        problems += _check_files(target, expected.files)
+        problems += check_files(target, expected.files)
     if paths.exports.is_dir():
         for name in sorted(os.listdir(paths.exports)):
             full = paths.exports / name
