@@ -290,10 +290,17 @@ class Family:
     # ------------------------------------------------------------- data
 
     def prepare_image(self, base: BaseSpec, image: Image) -> Image:
-        """Bring a decoded image to what the base expects (RGB, pinned size)."""
+        """Bring a decoded image to what the base expects (RGB, pinned size).
+
+        ``normalize_image`` first (EXIF orientation, 16-bit depth, alpha), so an
+        image opened by any caller, ``open_image`` or a plain ``Image.open``,
+        becomes the same pixels.
+        """
         from PIL import Image as PILImage
 
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        from dlm.store.images import normalize_image
+
+        rgb = normalize_image(image)
         size = (base.image.width, base.image.height)
         if base.image.resize == "pinned" and rgb.size != size:
             rgb = rgb.resize(size, PILImage.Resampling.BICUBIC)

@@ -16,16 +16,21 @@ from dlm.cli.output import console
 
 
 def _store_state(prepared: Any) -> dict[str, Any]:
+    from dlm.errors import StoreError
     from dlm.store.adapters import current_version, list_versions
     from dlm.store.lock import StoreLock
     from dlm.store.manifest import load_manifest
 
     paths = prepared.paths
     manifest = load_manifest(paths) if paths.manifest.exists() else None
+    try:
+        current = current_version(paths) if paths.root.exists() else None
+    except StoreError as exc:  # show what is there; `dlm verify` says what to do
+        current = f"unreadable ({exc.message})"
     return {
         "path": str(paths.root),
         "exists": paths.root.exists(),
-        "current": current_version(paths) if paths.root.exists() else None,
+        "current": current,
         "versions": list_versions(paths) if paths.root.exists() else [],
         "exports": sorted(manifest.exports) if manifest else [],
         "blobs": len(manifest.blobs) if manifest else 0,
@@ -58,6 +63,7 @@ def show(doc: Path, as_json: bool, allow_outside: bool) -> None:
                 "size": image.size,
                 "width": image.width,
                 "height": image.height,
+                "notes": list(image.notes),
                 "alt": getattr(section, "alt", None),
                 "caption": bool(getattr(section, "caption", "").strip()),
                 "from_source": getattr(section, "from_source", None),
@@ -110,14 +116,18 @@ def _print_human(data: dict[str, Any], prepared: Any) -> None:
         table = Table(title="images", title_justify="left")
         for column in ("path", "sha256", "size", "pixels", "caption"):
             table.add_column(column)
+        noted = any(image["notes"] for image in data["images"])
+        if noted:
+            table.add_column("note", overflow="fold")
         for image in data["images"]:
-            table.add_row(
+            row = [
                 image["path"],
                 image["sha256"][:12],
                 f"{image['size']:,} B",
                 f"{image['width']}×{image['height']}",
                 "yes" if image["caption"] else "no",
-            )
+            ]
+            table.add_row(*row, *(["; ".join(image["notes"])] if noted else []))
         console.print(table)
     console.print(outcomes_table(prepared.example_set))
     store = data["store"]

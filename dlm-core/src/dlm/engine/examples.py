@@ -61,11 +61,14 @@ def build_examples(
     doc: Document,
     family: Family,
     images: dict[int, ImageRef],
+    image_notes: dict[int, tuple[str, ...]] | None = None,
 ) -> ExampleSet:
     """Build the examples of ``doc`` (sources already expanded).
 
     ``images`` maps the index of each image section in ``doc.sections`` to
-    its blob (see :func:`dlm.engine.ingest.ingest_images`).
+    its blob (see :func:`dlm.engine.ingest.ingest_images`); ``image_notes``
+    what is lost in using an image (an animation's other frames, its
+    transparency), said in the image's outcome rather than done silently.
     """
     system_prompt = doc.frontmatter.system_prompt
     examples: list[TrainingExample] = []
@@ -113,8 +116,11 @@ def build_examples(
                 made += len(following.pairs)
                 parts.append(f"{len(following.pairs)} bound Q/A")
             label = section.path + (f" ({section.alt})" if section.alt else "")
+            notes = "".join(f"; {note}" for note in (image_notes or {}).get(index, ()))
             if made:
-                outcomes.append(SectionOutcome(origin, "image", label, made, " + ".join(parts)))
+                outcomes.append(
+                    SectionOutcome(origin, "image", label, made, " + ".join(parts) + notes)
+                )
             else:
                 outcomes.append(
                     SectionOutcome(

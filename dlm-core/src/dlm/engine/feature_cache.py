@@ -8,7 +8,8 @@ document's store keeps them on disk across runs (:class:`FeatureStore`,
 
 What may never happen is a hit that serves features computed under other
 settings. The settings digest covers everything that changes the features:
-the base (key, revision, family), the image geometry and the processor's
+the base (key, revision, family), the image geometry, how image bytes
+become pixels (``store.images.PREPARATION_VERSION``), the processor's
 saved image settings, the dtype of the vision weights and the run's
 precision, the device type, and the torch and transformers versions. Any
 change lands in another directory: a miss. Beyond the key, the first
@@ -88,6 +89,8 @@ def feature_settings(
     """Everything that changes an image's features, as plain JSON values."""
     from importlib import metadata
 
+    from dlm.store.images import PREPARATION_VERSION
+
     versions: dict[str, str | None] = {}
     for dist in ("torch", "transformers"):
         try:
@@ -99,6 +102,9 @@ def feature_settings(
         "revision": base.revision,
         "family": base.family,
         "geometry": attrs.asdict(base.image),
+        # how blob bytes become pixels (EXIF orientation, depth, alpha): the
+        # blob sha names the bytes, not the pixels
+        "image_preparation": PREPARATION_VERSION,
         "image_settings": image_settings,
         "vision_dtype": vision_dtype,
         "precision": precision,

@@ -27,8 +27,9 @@ class CheckedImage:
     path: Path
     sha256: str
     size: int
-    width: int
+    width: int  # as the model sees it (EXIF orientation applied)
     height: int
+    notes: tuple[str, ...] = ()  # what using it loses (see ImageInfo.notes)
 
 
 def _sha256_file(path: Path) -> str:
@@ -78,19 +79,31 @@ def check_images(doc: Document, *, allow_outside: bool = False) -> list[CheckedI
                 size=path.stat().st_size,
                 width=info.width,
                 height=info.height,
+                notes=info.notes,
             )
         )
     return checked
 
 
 def store_images(checked: list[CheckedImage], blobs: BlobStore) -> dict[int, ImageRef]:
-    """Copy checked images into the blob store (identical bytes stored once)."""
+    """Copy checked images into the blob store (identical bytes stored once).
+
+    A blob already stored is checked first and refused if it was changed
+    outside dlm (:class:`~dlm.store.integrity.TamperedError`): training
+    never reads a tampered blob. Verified blobs are not copied again.
+    """
+    from dlm.store.integrity import HashCache, check_blob
+
+    cache = HashCache(blobs.root.parent)
     refs: dict[int, ImageRef] = {}
     for image in checked:
-        sha = blobs.put_file(image.path)
+        stored = blobs.path_for(image.sha256)
+        check_blob(stored, image.sha256, source=image.source, cache=cache)
+        sha = image.sha256 if stored.is_file() else blobs.put_file(image.path)
         refs[image.section_index] = ImageRef(
             sha256=sha, blob_path=blobs.path_for(sha), source=image.source
         )
+    cache.save()
     return refs
 
 

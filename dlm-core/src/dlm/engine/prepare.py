@@ -54,7 +54,8 @@ def prepare_document(doc_path: str | Path, *, allow_outside: bool = False) -> Pr
     family = registry.family_for(base)
     expanded = expand_sources(doc, allow_outside=allow_outside)
     checked = check_images(expanded, allow_outside=allow_outside)
-    example_set = build_examples(expanded, family, refs_without_storing(checked))
+    notes = {image.section_index: image.notes for image in checked if image.notes}
+    example_set = build_examples(expanded, family, refs_without_storing(checked), notes)
     return PreparedDocument(
         doc=expanded,
         base=base,

@@ -19,6 +19,8 @@ from dlm.format import parse_file
 from dlm.plugins import get_registry
 from dlm.records import BaseSpec
 from dlm.store.adapters import current_version, list_versions
+from dlm.store.images import ImageError, open_image, verify_image
+from dlm.store.integrity import verify_adapter
 from dlm.store.paths import StorePaths, dlm_home
 
 
@@ -69,7 +71,9 @@ def load_adapter_for(
     family = registry.family_for(base)
     paths = StorePaths.for_id(doc.frontmatter.dlm_id)
     version = resolve_version(paths, adapter_version)
-    adapter_dir = paths.version_dir(version)
+    # Checked against the manifest before anything in it is read: a tampered
+    # adapter must not answer.
+    adapter_dir = verify_adapter(paths, version)
     run_file = adapter_dir / "training_run.json"
     training_run = json.loads(run_file.read_text()) if run_file.is_file() else {}
     trained_on = training_run.get("base", {}).get("key")
@@ -139,6 +143,11 @@ def check_prompt_images(base: BaseSpec, image_paths: list[Path]) -> None:
     for path in image_paths:
         if not path.is_file():
             raise UsageError(f"image not found: {path}", subject="prompt")
+        # The checks and limits of `dlm train`, before any model loads.
+        try:
+            verify_image(path)
+        except ImageError as exc:
+            raise UsageError(f"{path}: {exc.reason}", hint=exc.hint, subject="prompt") from None
 
 
 def generate(
@@ -151,13 +160,8 @@ def generate(
     seed: int = 0,
 ) -> str:
     import torch
-    from PIL import Image
 
-    images = []
-    for path in image_paths:
-        with Image.open(path) as img:
-            img.load()
-            images.append(loaded.family.prepare_image(loaded.base, img))
+    images = [loaded.family.prepare_image(loaded.base, open_image(path)) for path in image_paths]
     inputs = loaded.family.prompt_inputs(
         loaded.base, loaded.processor, images, question, loaded.system_prompt
     )
