@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as _dt
+import difflib
 from pathlib import Path
 
 import click
@@ -34,11 +34,15 @@ Replace this with the answer the adapter should give for this image.
 @click.option(
     "--multimodal",
     is_flag=True,
-    help=f"Scaffold for a vision-language base (the default base is then {DEFAULT_BASE}).",
+    help="Accepted for the seed's command lines; changes nothing: every dlm base is "
+    f"vision-language and every scaffold has an ::image:: section (default base {DEFAULT_BASE}).",
 )
 @click.option("--base", "base_key", metavar="KEY", help="Base model key (see `dlm plugins`).")
 @click.option(
-    "--i-accept-license", "accept_license", is_flag=True, help="Accept a gated base's licence."
+    "--i-accept-license",
+    "accept_license",
+    is_flag=True,
+    help="Accept a gated base's licence for this document (`dlm train` finds it).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(
@@ -47,51 +51,47 @@ def init(
     """Create a new .dlm document with a sample image section and bound Q/A.
 
     Every dlm base is vision-language, so --multimodal only states the
-    intent; the scaffold always carries an ::image:: section.
+    intent; the scaffold always carries an ::image:: section. Nothing is
+    written under DLM_HOME but a licence acceptance: the store is created
+    by the first `dlm train`.
     """
     from ulid import ULID
 
     from dlm.format import render_new_document
     from dlm.format.document import Frontmatter
     from dlm.plugins import get_registry
+    from dlm.plugins.registry import KNOWN_BASE_PACKAGES
     from dlm.store.atomic import atomic_write_text
-    from dlm.store.manifest import load_manifest, save_manifest
-    from dlm.store.paths import StorePaths
+    from dlm.store.licenses import license_refusal, record_acceptance
 
     key = base_key or DEFAULT_BASE
     registry = get_registry()
     try:
         base = registry.base(key)
     except UnknownBaseError as exc:
-        raise UsageError(exc.message, hint=exc.hint, subject="init") from None
+        # Same cutoff as the frontmatter's unknown-key hints (format.schema).
+        # A known base whose plugin is missing keeps the `pip install` hint.
+        close = difflib.get_close_matches(key, list(registry.bases), n=1, cutoff=0.6)
+        hint = (
+            exc.hint if key in KNOWN_BASE_PACKAGES or not close else f"did you mean '{close[0]}'?"
+        )
+        raise UsageError(exc.message, hint=hint, subject="init") from None
     if path.exists() and not force:
         raise UsageError(
             f"{path} already exists", hint="pass --force to overwrite it", subject="init"
         )
     if base.gated and not accept_license:
-        raise UsageError(
-            f"base {key} is under the {base.license} licence, which must be accepted"
-            + (f" ({base.license_url})" if base.license_url else ""),
-            hint="re-run with --i-accept-license once you have read and accepted it",
-            subject="license",
-        )
+        raise license_refusal(base, registry.bases.values())
     dlm_id = str(ULID())
     frontmatter = Frontmatter(dlm_id=dlm_id, base_model=key)
-    if base.gated:
-        paths = StorePaths.for_id(dlm_id)
-        manifest = load_manifest(paths)
-        manifest.base_model = key
-        manifest.document = str(path.resolve())
-        manifest.license_acceptances[key] = {
-            "license": base.license,
-            "accepted_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "by": "dlm init --i-accept-license",
-        }
-        save_manifest(paths, manifest)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, render_new_document(frontmatter, SAMPLE_BODY))
     console.print(f"wrote {path} (dlm_id {dlm_id}, base {key})")
+    if base.gated:
+        record_acceptance(dlm_id, base, by="dlm init --i-accept-license", document=path)
+        console.print(f"{base.license} licence accepted for this document")
     console.print(
         "next: put an image at figures/your-image.png (relative to the document), "
-        f"edit the caption and Q/A, then `dlm train {path}`"
+        f"edit the caption and Q/A, check the plan with `dlm doctor {path}`, "
+        f"then `dlm train {path}`"
     )

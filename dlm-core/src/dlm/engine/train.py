@@ -31,7 +31,7 @@ from dlm.engine.levers import Levers, choose_levers
 from dlm.engine.lora_recompute import lora_inputs_recomputed
 from dlm.engine.prepare import PreparedDocument, prepare_document
 from dlm.engine.report import print_outcomes, print_plan
-from dlm.errors import DlmError, TrainError, UsageError
+from dlm.errors import DlmError, TrainError
 from dlm.records import TokenCount, TrainingExample
 from dlm.store.adapters import commit_adapter, current_version
 from dlm.store.blobs import BlobStore
@@ -81,17 +81,18 @@ def check_license(prepared: PreparedDocument, accept_license: bool) -> dict[str,
     base = prepared.base
     if not base.gated:
         return None
+    from dlm.plugins import get_registry
+    from dlm.store.licenses import license_refusal, recorded_acceptance
+
     manifest = load_manifest(prepared.paths)
-    recorded = manifest.license_acceptances.get(base.key)
+    recorded = manifest.license_acceptances.get(base.key) or recorded_acceptance(
+        prepared.paths.dlm_id, base
+    )
     if recorded:
         return dict(recorded)
     if not accept_license:
-        raise UsageError(
-            f"base {base.key} is under the {base.license} licence, which must be accepted"
-            + (f" ({base.license_url})" if base.license_url else ""),
-            hint="re-run with --i-accept-license once you have read and accepted it",
-            subject="license",
-        )
+        installed = get_registry().bases.values()
+        raise license_refusal(base, installed, switch="base_model: {}")
     return {"license": base.license, "accepted_at": _now(), "by": "dlm train --i-accept-license"}
 
 
