@@ -305,8 +305,12 @@ def test_example_budget_from_token_count(tmp_path):
         "image_tokens": 256,
         "prompt_tokens": 9,
         "completion_tokens": 4,
+        "missing_images": 0,
         "total": 269,
     }
+    # an image the document names but that is not there yet (a fresh scaffold)
+    count = TokenCount(image=256, prompt=9, completion=4)
+    assert ExampleBudget.from_count(example, count, {tmp_path / "blob"}).missing_images == 1
 
 
 def test_empty_document_is_reported_as_refused():

@@ -2,10 +2,12 @@
 
 Without a document it shows what this host is (backend, device, memory,
 precisions, library versions), which plugins loaded (and why one did not),
-and whether each installed base could train here. With a document it adds
-the document's plan: every example's token count, the longest one, the
-precision / batch / checkpointing the planner picks, the expected peak
-memory by part, and the verdict. A refusal exits 1 with the numbers and
+and whether each installed base could train here. With a document it leads
+with the document's plan: every example's token count, the longest one,
+the images not there yet, the precision / batch / checkpointing the planner
+picks, the expected peak memory by part, and the verdict; the host is then
+one line, and the inventory (plugins, every base) comes with ``--all``
+(``--json`` always has everything). A refusal exits 1 with the numbers and
 the way out. ``--assume`` plans for another machine; ``--processes`` and
 ``--accelerate-config`` plan a multi-process run (per process: its memory,
 whether the base is sharded with FSDP, and the effective batch).
@@ -148,6 +150,17 @@ def _host_table(data: dict[str, Any]) -> Any:
     return table
 
 
+def _host_line(data: dict[str, Any]) -> str:
+    """The host in one line, under a document's plan (the table is ``--all``'s)."""
+    host = data["host"]
+    return (
+        f"host{' (assumed)' if host['assumed'] else ''}: {host['backend']}, "
+        f"{host['device_name']}, {_gib(host['memory_bytes'])} "
+        f"({_gib(host['usable_bytes'])} usable); "
+        "`--all` adds the host's details, the plugins and every installed base"
+    )
+
+
 def _plugins_table(rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
@@ -261,7 +274,7 @@ def document_plan_rows(report: dict[str, Any], *, max_examples: int = 40) -> lis
             str(i + 1),
             row["origin"],
             row["kind"],
-            str(row["images"]),
+            str(row["images"]) + (" (missing)" if row.get("missing_images") else ""),
             str(row["image_tokens"]),
             str(row["prompt_tokens"] + row["completion_tokens"]),
             str(row["total"]) + (" ← longest" if i == longest else ""),
@@ -271,6 +284,16 @@ def document_plan_rows(report: dict[str, Any], *, max_examples: int = 40) -> lis
     if hidden > 0:
         examples.add_row("…", f"{hidden} more (see --json)", "", "", "", "", "")
     out.append(examples)
+    missing = report.get("missing_images") or []
+    for image in missing:
+        out.append(
+            Text(
+                f"missing image: {image['path']} ({image['origin']}) is not there yet; planned "
+                "at the base's largest image, text tokens estimated. `dlm train` needs it: drop the image at that "
+                'path, or edit the ::image path="…":: fence',
+                style="bold yellow",
+            )
+        )
 
     plan = report["plan"]
     if plan is not None:
@@ -323,6 +346,12 @@ def document_plan_rows(report: dict[str, Any], *, max_examples: int = 40) -> lis
         "forced": "verdict: runs only because of --force",
         "refused": "verdict: refused",
     }[verdict]
+    if missing and verdict != "refused":
+        label += (
+            " (once the missing image exists)"
+            if len(missing) == 1
+            else f" (once the {len(missing)} missing images exist)"
+        )
     out.append(Text(label, style=style))
     return out
 
@@ -337,7 +366,14 @@ def document_plan_rows(report: dict[str, Any], *, max_examples: int = 40) -> lis
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     metavar="[DOC]",
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (always all of it).")
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="With DOC, also show the host's details, the plugins and every installed base "
+    "(shown anyway without DOC).",
+)
 @click.option(
     "--force",
     is_flag=True,
@@ -367,12 +403,14 @@ def document_plan_rows(report: dict[str, Any], *, max_examples: int = 40) -> lis
 def doctor(
     doc: Path | None,
     as_json: bool,
+    show_all: bool,
     force: bool,
     assume: str | None,
     processes: int | None,
     accelerate_config: str | None,
 ) -> None:
-    """Show the host, the plugins, and (given DOC) the training plan and its verdict."""
+    """Show the training plan for DOC and its verdict, or (without DOC, or with --all)
+    the host, the plugins and whether each installed base could train here."""
     data = gather(
         doc,
         assume=assume,
@@ -388,13 +426,26 @@ def doctor(
             click.get_current_context().exit(1)
         return
 
-    console.print(_host_table(data))
-    console.print(_plugins_table(data["plugins"]))
-    if data["bases"]:
-        console.print(_bases_table(data["bases"], data["export_verdicts"]))
     if document is not None:
         for renderable in document_plan_rows(document):
             console.print(renderable)
+    if document is None or show_all:
+        console.print(_host_table(data))
+        console.print(_plugins_table(data["plugins"]))
+        if data["bases"]:
+            console.print(_bases_table(data["bases"], data["export_verdicts"]))
+    else:
+        console.print(_host_line(data), style="dim", markup=False, highlight=False)
+        # A plugin that failed to load is said even in the short form: it may be
+        # why a base is unknown.
+        for row in data["plugins"]:
+            if row["error"]:
+                console.print(
+                    f"plugin {row['name']} ({row['distribution']}) failed to load: {row['error']}",
+                    style="red",
+                    markup=False,
+                    highlight=False,
+                )
     if document is not None and refused:
         refusal = document["refusal"]
         text = PlanError(refusal["message"], hint=refusal["hint"]).render()

@@ -30,6 +30,7 @@ class CheckedImage:
     width: int  # as the model sees it (EXIF orientation applied)
     height: int
     notes: tuple[str, ...] = ()  # what using it loses (see ImageInfo.notes)
+    missing: bool = False  # not there yet (only with check_images(missing_ok=True))
 
 
 def _sha256_file(path: Path) -> str:
@@ -40,10 +41,15 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_images(doc: Document, *, allow_outside: bool = False) -> list[CheckedImage]:
+def check_images(
+    doc: Document, *, allow_outside: bool = False, missing_ok: bool = False
+) -> list[CheckedImage]:
     """Resolve, decode and hash every image section; raise at the first bad one.
 
-    Errors name the image and the document line that referenced it.
+    Errors name the image and the document line that referenced it. With
+    ``missing_ok`` (planning: a new document names images not dropped in
+    yet) an image that does not exist is returned with ``missing=True``
+    and no hash instead; one that exists but cannot be read still raises.
     """
     checked: list[CheckedImage] = []
     for index, section in enumerate(doc.sections):
@@ -51,6 +57,20 @@ def check_images(doc: Document, *, allow_outside: bool = False) -> list[CheckedI
             continue
         path = resolve_document_path(doc, section.path, section.line, allow_outside=allow_outside)
         where = f"from training.sources {section.from_source!r}" if section.from_source else None
+        if missing_ok and not path.exists():
+            checked.append(
+                CheckedImage(
+                    section_index=index,
+                    source=section.path,
+                    path=path,
+                    sha256="",
+                    size=0,
+                    width=0,
+                    height=0,
+                    missing=True,
+                )
+            )
+            continue
         if not path.is_file():
             raise DocumentError(
                 doc.display_path,

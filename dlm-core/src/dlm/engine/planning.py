@@ -8,13 +8,15 @@ without a download, with text tokens estimated by the family.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dlm.engine.budget import check_budget
 from dlm.engine.levers import choose_levers
 from dlm.engine.prepare import prepare_document
+from dlm.family import Family
 from dlm.hardware.host import HostFacts
 from dlm.hardware.report import ExampleBudget, document_report
+from dlm.records import BaseSpec, TokenCount, TrainingExample
 from dlm.store.paths import dlm_home
 
 
@@ -27,10 +29,12 @@ def plan_for_document(
     local_processes: int | None = None,
     sharding: str = "auto",
 ) -> dict[str, Any]:
-    prepared = prepare_document(doc)
+    # A new document names images not dropped in yet: plan it anyway, and say so.
+    prepared = prepare_document(doc, missing_ok=True)
     levers = choose_levers(host.backend)  # plan the step dlm train takes here
     base, family = prepared.base, prepared.family
     examples = prepared.example_set.examples
+    missing = {image.path for image in prepared.images if image.missing}
     processor = None
     if base.tiny:
         from dlm.engine.quiet import quiet_transformers
@@ -42,12 +46,22 @@ def plan_for_document(
         notes.append(f"text tokens estimated: {base.key} is planned without downloading it")
     budgets: list[ExampleBudget] = []
     if examples:
-        budget = check_budget(prepared.doc, base, family, processor, examples)
+        counter = _MissingAtTheBound(family, missing) if missing else family
+        budget = check_budget(prepared.doc, base, cast(Family, counter), processor, examples)
         budgets = [
-            ExampleBudget.from_count(e, c) for e, c in zip(examples, budget.counts, strict=True)
+            ExampleBudget.from_count(e, c, missing)
+            for e, c in zip(examples, budget.counts, strict=True)
         ]
         if budget.note:
             notes.append(budget.note)
+    missing_images = [
+        {
+            "path": image.source,
+            "origin": f"{prepared.doc.display_path}:{prepared.doc.sections[image.section_index].line}",
+        }
+        for image in prepared.images
+        if image.missing
+    ]
     return document_report(
         document=str(doc),
         base=base,
@@ -61,4 +75,20 @@ def plan_for_document(
         sharding=sharding,
         label_head=levers.label_head,
         lora_recompute=levers.lora_recompute,
+        missing_images=missing_images,
     )
+
+
+class _MissingAtTheBound:
+    """Counts an example whose image does not exist yet as a family does before
+    a download: image tokens at the base's upper bound, text estimated. (A
+    family may open the image to count it: InternVL's tiles follow its size.)"""
+
+    def __init__(self, family: Family, missing: set[Path]):
+        self.family = family
+        self.missing = missing
+
+    def count_tokens(self, base: BaseSpec, processor: Any, example: TrainingExample) -> TokenCount:
+        if any(ref.blob_path in self.missing for ref in example.images):
+            processor = None
+        return self.family.count_tokens(base, processor, example)

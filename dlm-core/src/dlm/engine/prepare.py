@@ -42,7 +42,14 @@ def _key_line(doc: Document, key: str) -> int:
         return 1
 
 
-def prepare_document(doc_path: str | Path, *, allow_outside: bool = False) -> PreparedDocument:
+def prepare_document(
+    doc_path: str | Path, *, allow_outside: bool = False, missing_ok: bool = False
+) -> PreparedDocument:
+    """Parse, expand sources, check images and build examples; nothing is written.
+
+    ``missing_ok``: images that do not exist yet are kept (marked missing,
+    see :func:`~dlm.engine.ingest.check_images`) so a new document can be planned.
+    """
     doc = parse_file(Path(doc_path))
     registry = get_registry()
     try:
@@ -53,7 +60,7 @@ def prepare_document(doc_path: str | Path, *, allow_outside: bool = False) -> Pr
         ) from exc
     family = registry.family_for(base)
     expanded = expand_sources(doc, allow_outside=allow_outside)
-    checked = check_images(expanded, allow_outside=allow_outside)
+    checked = check_images(expanded, allow_outside=allow_outside, missing_ok=missing_ok)
     notes = {image.section_index: image.notes for image in checked if image.notes}
     example_set = build_examples(expanded, family, refs_without_storing(checked), notes)
     return PreparedDocument(

@@ -9,7 +9,8 @@ calls :func:`document_report`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -40,13 +41,17 @@ class ExampleBudget:
     image_tokens: int
     prompt_tokens: int
     completion_tokens: int
+    missing_images: int = 0  # of ``images``, how many are not there yet (planned at the bound)
 
     @property
     def total(self) -> int:
         return self.image_tokens + self.prompt_tokens + self.completion_tokens
 
     @classmethod
-    def from_count(cls, example: TrainingExample, count: TokenCount) -> ExampleBudget:
+    def from_count(
+        cls, example: TrainingExample, count: TokenCount, missing: Collection[Path] = ()
+    ) -> ExampleBudget:
+        """``missing``: the paths of the document's images that do not exist yet."""
         return cls(
             origin=example.origin,
             kind=str(example.kind.value),
@@ -54,6 +59,7 @@ class ExampleBudget:
             image_tokens=count.image,
             prompt_tokens=count.prompt,
             completion_tokens=count.completion,
+            missing_images=sum(1 for ref in example.images if ref.blob_path in missing),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,8 +100,13 @@ def document_report(
     sharding: str = "auto",
     label_head: bool = False,
     lora_recompute: bool = False,
+    missing_images: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
     """The doctor's view of one document: examples, longest, plan, verdict.
+
+    ``missing_images`` (``{"path", "origin"}`` each) are images the document
+    names that do not exist yet: planned anyway, listed so the doctor can say
+    that ``dlm train`` needs them first.
 
     ``label_head`` and ``lora_recompute`` plan the step ``dlm train`` runs
     with those speed levers on (logits at completion tokens only; LoRA
@@ -126,6 +137,7 @@ def document_report(
             "precision": settings.precision,
         },
         "examples": rows,
+        "missing_images": [dict(image) for image in missing_images],
         "longest": longest,
         "plan": None,
         "verdict": VERDICT_REFUSED,
