@@ -1,9 +1,10 @@
 """Export a tiny base with a random LoRA through the exporter, and compare both runtimes.
 
 A LoRA with random (nonzero) B matrices changes every LM projection, so the
-merged model differs from the base everywhere; llama.cpp's greedy answers
-about an image must then equal transformers' on the merged model, token for
-token, if merge, conversion and preprocessing all agree.
+merged model differs from the base everywhere; llama.cpp's next-token
+distributions along transformers' greedy answer about an image must then match
+transformers' within a tolerance, if merge, conversion and preprocessing all
+agree. llama.cpp runs in its child process (:mod:`dlm_export_gguf.isolated`).
 """
 
 from __future__ import annotations
@@ -140,10 +141,19 @@ def special_ids(t: Tiny) -> list[int]:
     return sorted(banned)
 
 
-def transformers_answers(
+@attrs.frozen
+class Greedy:
+    """One greedy answer in transformers: its token ids, text and raw log-softmax rows."""
+
+    ids: tuple[int, ...]
+    text: str
+    rows: Any  # numpy (n, vocab): the distribution each id was chosen from
+
+
+def transformers_greedy(
     t: Tiny, adapter_dir: Path, images: list[Path], question: str, system: str | None, n: int
-) -> list[str]:
-    """Greedy answers from the base + adapter in transformers, per image."""
+) -> list[Greedy]:
+    """Greedy answers from the base + adapter in transformers, per image, with their logits."""
     import torch
     from peft import PeftModel
     from PIL import Image
@@ -169,34 +179,77 @@ def transformers_answers(
                 suppress_tokens=banned,
                 eos_token_id=stops,
                 pad_token_id=stops[0],
+                output_logits=True,
+                return_dict_in_generate=True,
             )
-        new = generated[0, inputs["input_ids"].shape[1] :]
-        out.append(tokenizer.decode(new, skip_special_tokens=True))
+        new = generated.sequences[0, inputs["input_ids"].shape[1] :]
+        rows = torch.log_softmax(torch.stack([s[0] for s in generated.logits]).double(), dim=-1)
+        out.append(
+            Greedy(
+                tuple(int(i) for i in new),
+                tokenizer.decode(new, skip_special_tokens=True),
+                rows.numpy(),
+            )
+        )
     return out
 
 
-def llama_answers(
+def llama_session(
     model: Path,
     mmproj: Path,
-    pngs: list[bytes],
-    question: str,
-    system: str | None,
-    n: int,
     image_tokens: tuple[int, int] | None,
-    stops: list[str],
-    banned: list[int],
     image_token: str | None = None,
-) -> list[str]:
-    """Greedy answers from llama.cpp (in-process), per image."""
-    from dlm_export_gguf.runtime import VisionChat
+) -> Any:
+    from dlm_export_gguf.isolated import Session
 
-    out = []
-    with VisionChat(
-        model, mmproj, image_tokens=image_tokens, image_token=image_token, n_ctx=2048
-    ) as chat:
-        for png in pngs:
-            answer = chat.ask(
-                question, [png], system=system, stop=stops, max_tokens=n, banned_tokens=banned
-            )
-            out.append(answer.text)
-    return out
+    return Session(model, mmproj, image_tokens=image_tokens, image_token=image_token, n_ctx=2048)
+
+
+def llama_forced(
+    session: Any, pngs: list[bytes], question: str, system: str | None, forced: list[Greedy]
+) -> list[Any]:
+    """llama.cpp's log-softmax rows along each of transformers' answers (teacher forcing)."""
+    import numpy as np
+    from dlm_export_gguf.isolated import Question, scores
+
+    questions = [
+        Question(question, (png,), system=system, forced=g.ids)
+        for png, g in zip(pngs, forced, strict=True)
+    ]
+    return [np.asarray(rows, dtype=np.float64) for rows in scores(session, questions)]
+
+
+@attrs.frozen
+class Parity:
+    """How far llama.cpp's next-token distributions are from transformers', along one path.
+
+    ``gap``: the largest |Δ log-probability| over transformers' ``top`` most
+    likely tokens at any step. ``tie``: the largest amount by which llama.cpp
+    preferred another (allowed) token over the one transformers chose; 0 when
+    llama.cpp's greedy pick is the same at every step.
+    """
+
+    gap: float
+    tie: float
+    steps: int
+
+    def __str__(self) -> str:
+        return f"gap {self.gap:.4f}, tie {self.tie:.4f} over {self.steps} steps"
+
+
+def parity(expected: list[Greedy], got: list[Any], banned: list[int], top: int = 10) -> Parity:
+    import numpy as np
+
+    gap = tie = 0.0
+    steps = 0
+    for greedy, rows in zip(expected, got, strict=True):
+        assert rows.shape == greedy.rows.shape, (rows.shape, greedy.rows.shape)
+        for step, token in enumerate(greedy.ids):
+            hf, ll = greedy.rows[step], rows[step]
+            best = np.argsort(hf)[-top:]
+            gap = max(gap, float(np.abs(hf[best] - ll[best]).max()))
+            allowed = ll.copy()
+            allowed[banned] = -np.inf
+            tie = max(tie, float(allowed.max() - ll[token]))
+            steps += 1
+    return Parity(gap, tie, steps)

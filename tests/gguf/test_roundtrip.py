@@ -98,52 +98,65 @@ def test_f16_export_files_manifest_and_modelfile(trained, f16) -> None:
 
 def test_gguf_metadata(f16) -> None:
     """The files are what llama.cpp expects: a qwen2vl LM and a qwen2vl_merger projector."""
-    from dlm_export_gguf.runtime import captured_stderr, require_runtime
+    from dlm_export_gguf import isolated
 
     out, manifest, _ = f16
-    llama_cpp = require_runtime()
-    with captured_stderr():
-        llm = llama_cpp.Llama(str(_role(out, manifest, "model")), n_ctx=64, verbose=False)
-    try:
-        assert llm.metadata["general.architecture"] == "qwen2vl"
-        assert llm.metadata["tokenizer.ggml.pre"] == "qwen2"
-        assert "<|im_start|>" in llm.metadata["tokenizer.chat_template"]
-    finally:
-        with captured_stderr():
-            llm.close()
+    meta = isolated.metadata(_role(out, manifest, "model"))["metadata"]
+    assert meta["general.architecture"] == "qwen2vl"
+    assert meta["tokenizer.ggml.pre"] == "qwen2"
+    assert "<|im_start|>" in meta["tokenizer.chat_template"]
+    host = manifest["smoke"]["host"]
+    assert host["system_info"].startswith("CPU :") and isinstance(host["extra_bufts"], bool)
+
+
+def _png(path: Path, family, base) -> bytes:
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as img:
+        prepared = family.prepare_image(base, img)
+        png = io.BytesIO()
+        prepared.save(png, format="PNG")
+    return png.getvalue()
 
 
 def test_llama_cpp_recall_equals_transformers(trained, f16) -> None:
-    """Each figure: llama.cpp's greedy answer equals transformers' greedy answer."""
-    import io
+    """Each figure: llama.cpp's greedy answer equals transformers' greedy answer.
 
-    from dlm_export_gguf.runtime import VisionChat
-    from PIL import Image
+    Exact text is safe here, unlike with random weights: the trained answers win
+    by a wide margin, far beyond the kernels' disagreement.
+    """
+    from dlm_export_gguf import isolated
 
     from dlm.engine.prompting import generate, load_adapter_for
 
     folder, doc, rows = trained
     out, manifest, _ = f16
     loaded = load_adapter_for(doc)
-    stops = loaded.family.stop_tokens(loaded.base, loaded.processor)
-    compared = []
-    with VisionChat(
+    stops = tuple(loaded.family.stop_tokens(loaded.base, loaded.processor))
+    asked = []
+    for file, caption, question, answer in rows:
+        path = folder / "figures" / file
+        for q, trained_answer in ((question, answer), (loaded.family.caption_prompt, caption)):
+            hf = generate(loaded, [path], q, max_tokens=32)
+            asked.append((file, q, trained_answer, hf, _png(path, loaded.family, loaded.base)))
+    session = isolated.Session(
         _role(out, manifest, "model"),
         _role(out, manifest, "mmproj"),
         image_tokens=(manifest["image"]["min_tokens"], manifest["image"]["max_tokens"]),
         image_token=loaded.base.image.image_token,
         n_ctx=2048,
-    ) as chat:
-        for file, caption, question, answer in rows:
-            path = folder / "figures" / file
-            with Image.open(path) as img:
-                prepared = loaded.family.prepare_image(loaded.base, img)
-                png = io.BytesIO()
-                prepared.save(png, format="PNG")
-            for q, trained_answer in ((question, answer), (loaded.family.caption_prompt, caption)):
-                hf = generate(loaded, [path], q, max_tokens=32)
-                ll = chat.ask(q, [png.getvalue()], system=SYSTEM, stop=stops, max_tokens=32)
-                compared.append((file, q, trained_answer, hf, ll.text.strip()))
+    )
+    questions = [
+        isolated.Question(q, (png,), system=SYSTEM, stop=stops, max_tokens=32)
+        for _f, q, _a, _hf, png in asked
+    ]
+    got, _host, _fallback = isolated.answers(session, questions)
+    compared = [
+        (file, q, trained_answer, hf, str(ll["text"]).strip())
+        for (file, q, trained_answer, hf, _png_bytes), ll in zip(asked, got, strict=True)
+    ]
     matches = sum(hf == ll for *_, hf, ll in compared)
     print(f"{matches}/{len(compared)} llama.cpp answers equal transformers'")
     for row in compared:
@@ -157,7 +170,7 @@ def test_quantized_lms_load_and_answer(trained, f16, tmp_path: Path) -> None:
     """Q8_0 and Q4_K_M LMs from llama.cpp's quantizer load beside the F16 mmproj and answer."""
     import io
 
-    from dlm_export_gguf.runtime import VisionChat, quantize
+    from dlm_export_gguf import isolated
     from PIL import Image
 
     folder, _doc, rows = trained
@@ -169,18 +182,21 @@ def test_quantized_lms_load_and_answer(trained, f16, tmp_path: Path) -> None:
         img.convert("RGB").resize((112, 112)).save(png, format="PNG")
     for quant, ftype in (("Q8_0", 7), ("Q4_K_M", 15)):
         target = tmp_path / f"lm-{quant}.gguf"
-        quantize(f16_model, target, quant)
+        isolated.quantize(f16_model, target, quant)
         assert target.stat().st_size < f16_model.stat().st_size
-        with VisionChat(
+        assert isolated.metadata(target)["metadata"]["general.file_type"] == str(ftype)
+        session = isolated.Session(
             target,
             _role(out, manifest, "mmproj"),
             image_tokens=(16, 16),
             image_token="<|image_pad|>",
-        ) as chat:
-            assert chat._llm.metadata["general.file_type"] == str(ftype)
-            reply = chat.ask(question, [png.getvalue()], system=SYSTEM, stop=["<|im_end|>"])
-        print(f"{quant}: {reply.text!r} (trained: {answer!r})")
-        assert reply.text.strip()
+        )
+        question_ = isolated.Question(
+            question, (png.getvalue(),), system=SYSTEM, stop=("<|im_end|>",)
+        )
+        (reply,), host, fallback = isolated.answers(session, [question_])
+        print(f"{quant}: {reply['text']!r} (trained: {answer!r}); {host}; {fallback}")
+        assert str(reply["text"]).strip()
 
 
 def test_ollama_target_quantizes_and_leads_with_the_modelfile(trained) -> None:
@@ -196,6 +212,122 @@ def test_ollama_target_quantizes_and_leads_with_the_modelfile(trained) -> None:
     assert model.name.endswith("-Q4_K_M.gguf")
     assert f"FROM ./{model.name}" in (out / "Modelfile").read_text()
     assert run_dlm("gguf", "verify", out).returncode == 0
+
+
+def _store_untouched(doc: Path, before: dict[str, str]) -> None:
+    """No staging left, the earlier exports byte-identical, the lock free, verify clean."""
+    store = store_of(doc)
+    exports = store / "exports"
+    assert not [p.name for p in exports.iterdir() if p.name.startswith(".")], list(
+        exports.iterdir()
+    )
+    after = {
+        str(p.relative_to(exports)): _sha(p) for p in sorted(exports.rglob("*")) if p.is_file()
+    }
+    assert after == before
+    verify = run_dlm("verify", doc)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "took over a lock" not in verify.stderr
+
+
+def _exports_now(doc: Path) -> dict[str, str]:
+    exports = store_of(doc) / "exports"
+    return {str(p.relative_to(exports)): _sha(p) for p in sorted(exports.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("fault", "quant", "step"),
+    [
+        ("answer:crash", "Q8_0", "while smoke-testing"),
+        ("quantize:crash", "Q4_K_M", "while quantizing lm-f16.gguf to Q4_K_M"),
+    ],
+)
+def test_a_llama_cpp_crash_is_a_clean_error(
+    trained, f16, fault: str, quant: str, step: str
+) -> None:
+    """A segfault inside llama.cpp: a message naming step, file and signal; nothing kept."""
+    _folder, doc, _rows = trained
+    before = _exports_now(doc)
+    result = run_dlm(
+        "export", doc, "--target", "gguf", "--quant", quant, env={"DLM_TEST_LLAMA_FAULT": fault}
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "llama.cpp crashed (SIGSEGV: Segmentation fault)" in result.stderr, result.stderr
+    assert step in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    if fault.startswith("answer"):
+        assert "--no-smoke" in result.stderr and "DLM_LLAMA_EXTRA_BUFTS=off" in result.stderr
+    else:
+        assert "try another --quant" in result.stderr
+    assert not (store_of(doc) / "exports" / f"gguf-{quant.lower()}").exists()
+    _store_untouched(doc, before)
+
+
+def test_a_hung_llama_cpp_is_stopped(trained, f16) -> None:
+    _folder, doc, _rows = trained
+    before = _exports_now(doc)
+    start = time.monotonic()
+    result = run_dlm(
+        "export",
+        doc,
+        "--target",
+        "gguf",
+        "--quant",
+        "Q8_0",
+        env={"DLM_TEST_LLAMA_FAULT": "answer:hang", "DLM_LLAMA_TIMEOUT": "20"},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "did not finish smoke-testing" in result.stderr, result.stderr
+    assert "within 20 s" in result.stderr and "DLM_LLAMA_TIMEOUT" in result.stderr
+    assert time.monotonic() - start < 240
+    _store_untouched(doc, before)
+
+
+def test_extra_buffer_types_are_off_on_amx_hosts() -> None:
+    from dlm_export_gguf.isolated import extra_bufts_choice
+
+    amx = "CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 |"
+    plain = "CPU : SSE3 = 1 | AVX2 = 1 | REPACK = 1 |"
+    assert extra_bufts_choice(amx, "auto") is False
+    assert extra_bufts_choice(plain, "auto") is True
+    assert extra_bufts_choice(plain, "off") is False and extra_bufts_choice(amx, "on") is True
+
+
+def test_extra_buffer_types_setting_reaches_llama_cpp(f16, tmp_path: Path) -> None:
+    """Off means llama.cpp loads no repacked (or AMX) weight buffer; on, this CPU repacks Q4_0."""
+    from dlm_export_gguf import isolated
+
+    out, manifest, _ = f16
+    q4 = tmp_path / "lm-Q4_0.gguf"
+    isolated.quantize(_role(out, manifest, "model"), q4, "Q4_0")
+    on = isolated.metadata(q4, extra_bufts=True)["buffers"]
+    off = isolated.metadata(q4, extra_bufts=False)["buffers"]
+    print(f"extra buffer types on: {on}; off: {off}")
+    assert off and not any("REPACK" in line or "AMX" in line for line in off), off
+    if "REPACK = 1" in isolated.host().system_info:
+        assert any("REPACK" in line or "AMX" in line for line in on), on
+
+
+def test_quantized_export_answers_with_extra_buffer_types_off(trained, tmp_path: Path) -> None:
+    """What an AMX host runs (extra buffer types off), forced here on any CPU: Q8_0 end to end."""
+    _folder, doc, _rows = trained
+    out = tmp_path / "q8-no-extra-bufts"
+    result = run_dlm(
+        "export",
+        doc,
+        "--target",
+        "gguf",
+        "--quant",
+        "Q8_0",
+        "--out",
+        out,
+        env={"DLM_LLAMA_EXTRA_BUFTS": "off"},
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "export_manifest.json").read_text())
+    smoke = manifest["smoke"]
+    assert smoke["host"]["extra_bufts"] is False
+    assert smoke["answer"] == smoke["expected"], smoke
 
 
 FAILING_CONVERTER = """

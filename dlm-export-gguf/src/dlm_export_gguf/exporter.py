@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 
 from dlm.records import BaseSpec, Exporter, ExportRequest, ExportResult, ProbeResult, Verdict
-from dlm_export_gguf import __version__
+from dlm_export_gguf import __version__, isolated
 from dlm_export_gguf.convert import Job, run_converter, stage_mmproj_input
 from dlm_export_gguf.errors import GGUFExportError
 from dlm_export_gguf.llama_cpp import (
@@ -42,7 +42,7 @@ from dlm_export_gguf.merge import merge_adapter
 from dlm_export_gguf.modelfile import TemplateShapeError, derive_chat_shape, go_template
 from dlm_export_gguf.modelfile import modelfile_text as render_modelfile
 from dlm_export_gguf.probe import probe, route_for
-from dlm_export_gguf.runtime import CONVERTER_OUTTYPES, QUANT_FTYPES, VisionChat, quantize
+from dlm_export_gguf.quants import CONVERTER_OUTTYPES, QUANT_FTYPES
 
 DEFAULT_QUANT = "Q4_K_M"
 MODELFILE = "Modelfile"
@@ -187,7 +187,7 @@ def export_gguf(
         if quant not in CONVERTER_OUTTYPES:
             steps.run(
                 f"quantizing LM to {quant}",
-                lambda: quantize(lm_converted, out / model_name, quant),
+                lambda: isolated.quantize(lm_converted, out / model_name, quant),
             )
 
         processor = merged.processor
@@ -246,6 +246,8 @@ def export_gguf(
                     request, out / model_name, out / mmproj_name, bounds, stops, processor
                 ),
             )
+            if smoke_record.get("fallback"):
+                notes.append(f"smoke test: {smoke_record['fallback']}")
             if "answer" in smoke_record and not smoke_record["matches_expected"]:
                 notes.append(
                     f"smoke answer {smoke_record['answer']!r} differs from the trained "
@@ -384,26 +386,37 @@ def _smoke(
     expected_tokens = len(tokenizer(example.completion, add_special_tokens=False)["input_ids"])
     image_max = bounds[1] if bounds else request.base.image.max_image_tokens()
     n_ctx = max(2048, -(-(image_max + 1024) // 256) * 256)
-    chat = VisionChat(
+    session = isolated.Session(
         model, mmproj, image_tokens=bounds, image_token=request.base.image.image_token, n_ctx=n_ctx
     )
-    try:
-        answer = chat.ask(
-            example.prompt,
-            [png],
-            system=system,
-            stop=stops,
-            max_tokens=min(512, max(16, expected_tokens + 16)),
-        )
-    finally:
-        chat.close()
-    text = answer.text.strip()
-    return {
+    question = isolated.Question(
+        example.prompt,
+        (png,),
+        system=system,
+        stop=tuple(stops),
+        max_tokens=min(512, max(16, expected_tokens + 16)),
+    )
+    (answer,), host, fallback = isolated.answers(
+        session,
+        [question],
+        what=f"smoke-testing {model.name} + {mmproj.name}",
+        hint=(
+            "nothing was kept. Export with --no-smoke to keep the files untested, try another "
+            "--quant (F16 uses no quantized kernels), or on an AMX CPU set "
+            f"{isolated.EXTRA_BUFTS_ENV}=off (docs/export-gguf.md, 'AMX hosts')"
+        ),
+    )
+    text = str(answer["text"]).strip()
+    record: dict[str, Any] = {
         "image": image.source,
         "image_sha256": image.sha256,
         "question": example.prompt,
         "expected": example.completion,
         "answer": text,
         "matches_expected": text == example.completion.strip(),
-        "seconds": answer.seconds,
+        "seconds": answer["seconds"],
+        "host": host.as_record(),
     }
+    if fallback:
+        record["fallback"] = fallback
+    return record

@@ -30,7 +30,6 @@ import tempfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import attrs
 
@@ -287,6 +286,8 @@ class RuntimeInfo:
     version: str | None = None
     multimodal: bool = False
     error: str | None = None
+    #: llama.cpp's ``llama_print_system_info()`` line: the CPU features its kernels use
+    system_info: str = ""
 
     @property
     def matches_pin(self) -> bool:
@@ -299,20 +300,27 @@ class RuntimeInfo:
 
 
 def runtime_info() -> RuntimeInfo:
-    """Import the runtime and report what it is, without raising."""
+    """Load the runtime in a child process and report what it is, without raising."""
+    from dlm_export_gguf import isolated
+
     try:
         version = metadata.version("llama-cpp-python")
     except metadata.PackageNotFoundError:
         return RuntimeInfo(installed=False, error="llama-cpp-python is not installed")
     try:
-        import llama_cpp.mtmd_cpp  # noqa: F401  (loads libmtmd)
-    except Exception as exc:  # a broken build reports, it does not raise here
-        return RuntimeInfo(installed=True, version=version, error=f"{type(exc).__name__}: {exc}")
-    return RuntimeInfo(installed=True, version=version, multimodal=True)
+        probed = isolated.probe()
+    except GGUFExportError as exc:  # a broken build reports, it does not raise here
+        return RuntimeInfo(installed=True, version=version, error=exc.message)
+    return RuntimeInfo(
+        installed=True,
+        version=version,
+        multimodal=bool(probed.get("multimodal")),
+        system_info=str(probed.get("system_info", "")),
+    )
 
 
-def require_runtime() -> Any:
-    """The ``llama_cpp`` module with multimodal support, or a clear error."""
+def require_runtime() -> RuntimeInfo:
+    """The usable runtime (libllama + libmtmd load in a child process), or a clear error."""
     info = runtime_info()
     if not info.installed or info.error:
         raise GGUFExportError(
@@ -320,6 +328,4 @@ def require_runtime() -> Any:
             hint=f"pip install llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION} "
             "(builds libllama + libmtmd from source, several minutes)",
         )
-    import llama_cpp
-
-    return llama_cpp
+    return info

@@ -131,6 +131,15 @@ def readme_text(
             "",
         ]
     lines += [
+        "## On a CPU with AMX",
+        "",
+        "On some AMX CPUs (Sapphire Rapids and later Xeons; llama.cpp's system info shows "
+        "`AMX_INT8 = 1`) the pinned llama.cpp crashes on the first answer of a quantized "
+        "model. Turn its extra buffer types off: `--no-repack` on the llama.cpp tools "
+        "(or `LLAMA_ARG_REPACK=0`), `use_extra_bufts = False` in llama-cpp-python's model "
+        "parameters. F16 models are not affected. `export_manifest.json` records the CPU "
+        "the smoke test ran on (`smoke.host`).",
+        "",
         "## Python (llama-cpp-python)",
         "",
         "```python",

@@ -6,6 +6,7 @@ for ``dlm --help`` and ``dlm plugins``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -79,6 +80,17 @@ def register_commands(cli: click.Group) -> None:
         else:
             mark = "" if info.matches_pin else f" (expected {LLAMA_CPP_PYTHON_VERSION})"
             click.echo(f"runtime: llama-cpp-python {info.version}{mark}, multimodal (libmtmd)")
+            from dlm_export_gguf import isolated
+
+            machine = _or_exit(isolated.host)
+            setting = os.environ.get(isolated.EXTRA_BUFTS_ENV, "auto")
+            click.echo(f"host: {machine.cpu}")
+            click.echo(f"host: llama.cpp system info: {machine.system_info}")
+            click.echo(
+                f"host: extra buffer types (AMX/repacked weights) "
+                f"{'on' if machine.extra_bufts else 'off'} "
+                f"({isolated.EXTRA_BUFTS_ENV}={setting})"
+            )
 
     @gguf.command("probe")
     @click.argument("architectures", nargs=-1)

@@ -1,4 +1,8 @@
-"""Calls into the llama.cpp runtime (``llama-cpp-python``): quantize, and answer about an image.
+"""Calls into the llama.cpp runtime (``llama-cpp-python``), in this process.
+
+Only the child process (:mod:`dlm_export_gguf.llama_worker`) imports this
+module: native code can crash, and a crash must not take ``dlm`` with it.
+Everything else calls llama.cpp through :mod:`dlm_export_gguf.isolated`.
 
 libllama and libmtmd report problems on stderr, not in their return values,
 so every call here runs with file descriptor 2 redirected to a buffer whose
@@ -22,21 +26,7 @@ from typing import Any
 import attrs
 
 from dlm_export_gguf.errors import GGUFExportError
-from dlm_export_gguf.llama_cpp import require_runtime
-
-#: ``--quant`` names -> llama.cpp file types (``LLAMA_FTYPE_*``). F32/F16/BF16 come
-#: straight from the converter; the rest are quantized from its F16 output.
-QUANT_FTYPES: dict[str, str] = {
-    "F32": "LLAMA_FTYPE_ALL_F32",
-    "F16": "LLAMA_FTYPE_MOSTLY_F16",
-    "BF16": "LLAMA_FTYPE_MOSTLY_BF16",
-    "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
-    "Q6_K": "LLAMA_FTYPE_MOSTLY_Q6_K",
-    "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-    "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-    "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
-}
-CONVERTER_OUTTYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
+from dlm_export_gguf.quants import QUANT_FTYPES
 
 
 class _Captured:
@@ -92,9 +82,10 @@ def _last_lines(text: str, n: int = 8) -> str:
     return "\n".join(lines[-n:])
 
 
-def quantize(src: Path, dst: Path, quant: str, threads: int | None = None) -> None:
+def quantize_in_process(src: Path, dst: Path, quant: str, threads: int | None = None) -> None:
     """Quantize the LM GGUF ``src`` to ``quant`` at ``dst`` with llama.cpp's own quantizer."""
-    llama_cpp = require_runtime()
+    import llama_cpp
+
     ftype = getattr(llama_cpp, QUANT_FTYPES[quant])
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
@@ -168,7 +159,7 @@ class VisionChat:
         bare marker, which loses whatever the template writes around an image
         (InternVL's newline after it).
         """
-        llama_cpp = require_runtime()
+        import llama_cpp
         from llama_cpp.llama_chat_format import MTMDChatHandler
 
         bounds = image_tokens
@@ -229,6 +220,38 @@ class VisionChat:
                 hint="the GGUF files were written but this llama.cpp cannot run them",
             ) from failure
 
+    @staticmethod
+    def _messages(
+        question: str, images: Sequence[bytes], system: str | None
+    ) -> list[dict[str, Any]]:
+        content: list[dict[str, Any]] = [
+            {"type": "image_url", "image_url": {"url": image_data_uri(png)}} for png in images
+        ]
+        content.append({"type": "text", "text": question})
+        # text parts, as the families render them (some templates read only that form)
+        messages: list[dict[str, Any]] = (
+            [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+        )
+        messages.append({"role": "user", "content": content})
+        return messages
+
+    def _complete(self, **kwargs: Any) -> Any:
+        with captured_stderr() as log:
+            try:
+                response = self._llm.create_chat_completion(
+                    temperature=0.0, repeat_penalty=1.0, seed=0, **kwargs
+                )
+            except Exception as exc:
+                failure: Exception | None = exc
+            else:
+                failure = None
+        if failure is not None:
+            raise GGUFExportError(
+                f"llama.cpp failed to answer: {failure}\n{_last_lines(log.text)}",
+                hint="the GGUF files load but do not run; see the runtime's message above",
+            ) from failure
+        return response
+
     def ask(
         self,
         question: str,
@@ -240,42 +263,58 @@ class VisionChat:
         banned_tokens: Sequence[int] = (),
     ) -> Answer:
         """Greedy answer; ``banned_tokens`` get a -inf logit (comparisons past an early EOS)."""
-        content: list[dict[str, Any]] = [
-            {"type": "image_url", "image_url": {"url": image_data_uri(png)}} for png in images
-        ]
-        content.append({"type": "text", "text": question})
-        # text parts, as the families render them (some templates read only that form)
-        messages: list[dict[str, Any]] = (
-            [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
-        )
-        messages.append({"role": "user", "content": content})
         start = time.perf_counter()
-        with captured_stderr() as log:
-            try:
-                response = self._llm.create_chat_completion(
-                    messages=messages,
-                    temperature=0.0,
-                    repeat_penalty=1.0,
-                    max_tokens=max_tokens,
-                    stop=list(stop),
-                    seed=0,
-                    logit_bias={int(t): float("-inf") for t in banned_tokens} or None,
-                )
-            except Exception as exc:
-                failure: Exception | None = exc
-            else:
-                failure = None
-        if failure is not None:
-            raise GGUFExportError(
-                f"llama.cpp failed to answer: {failure}\n{_last_lines(log.text)}",
-                hint="the GGUF files load but do not run; see the runtime's message above",
-            ) from failure
+        response = self._complete(
+            messages=self._messages(question, images, system),
+            max_tokens=max_tokens,
+            stop=list(stop),
+            logit_bias={int(t): float("-inf") for t in banned_tokens} or None,
+        )
         choice = response["choices"][0]
         return Answer(
             text=str(choice["message"]["content"] or ""),
             seconds=round(time.perf_counter() - start, 3),
             completion_tokens=int(response.get("usage", {}).get("completion_tokens", 0)),
         )
+
+    def forced_logprobs(
+        self,
+        question: str,
+        images: Sequence[bytes],
+        forced: Sequence[int],
+        *,
+        system: str | None = None,
+    ) -> list[Any]:
+        """llama.cpp's next-token log-probabilities at each step of ``forced`` (teacher forcing).
+
+        A logits processor records each step's full distribution, then leaves
+        only the forced token selectable, so the sequence fed back is
+        ``forced`` whatever llama.cpp would have picked: a near tie cannot
+        send the two runtimes down different continuations.
+        """
+        import numpy as np
+        from llama_cpp import LogitsProcessorList
+
+        rows: list[Any] = []
+
+        def record_then_force(_input_ids: Any, scores: Any) -> Any:
+            logits = np.asarray(scores, dtype=np.float64)
+            shifted = logits - logits.max()
+            rows.append((shifted - np.log(np.exp(shifted).sum())).astype(np.float32))
+            only = np.full_like(scores, -np.inf)
+            only[int(forced[len(rows) - 1])] = 0.0
+            return only
+
+        self._complete(
+            messages=self._messages(question, images, system),
+            max_tokens=len(forced),
+            logits_processor=LogitsProcessorList([record_then_force]),
+        )
+        if len(rows) != len(forced):
+            raise GGUFExportError(
+                f"llama.cpp stopped after {len(rows)} of {len(forced)} forced tokens"
+            )
+        return rows
 
     def close(self) -> None:
         with captured_stderr():
@@ -288,18 +327,32 @@ class VisionChat:
         self.close()
 
 
-def load_check(model: Path) -> int:
-    """Load a (quantized) LM GGUF without a context; return its tensor-bearing parameter count."""
-    llama_cpp = require_runtime()
+def read_metadata(model: Path) -> tuple[dict[str, str], int, list[str]]:
+    """A GGUF's metadata, its parameter count and the weight buffers llama.cpp loaded it into.
+
+    The buffers are llama.cpp's own "<type> model buffer size" lines: ``CPU``,
+    and ``CPU_REPACK`` or ``AMX`` when extra buffer types were used.
+    """
+    import llama_cpp
+
     with captured_stderr() as log:
         try:
             llm = llama_cpp.Llama(model_path=str(model), n_ctx=64, vocab_only=False, verbose=True)
         except Exception as exc:
-            raise GGUFExportError(
-                f"llama.cpp could not load {model.name}: {exc}\n{_last_lines(log.text)}"
-            ) from exc
+            failure: Exception | None = exc
+        else:
+            failure = None
+    if failure is not None:
+        raise GGUFExportError(
+            f"llama.cpp could not load {model.name}: {failure}\n{_last_lines(log.text)}"
+        ) from failure
+    buffers = [
+        line.split(":", 1)[-1].strip()
+        for line in log.text.splitlines()
+        if "model buffer size" in line
+    ]
     try:
-        return int(llama_cpp.llama_model_n_params(llm.model))
+        return dict(llm.metadata), int(llama_cpp.llama_model_n_params(llm.model)), buffers
     finally:
         with captured_stderr():
             llm.close()
