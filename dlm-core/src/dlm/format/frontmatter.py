@@ -18,10 +18,12 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarfloat import ScalarFloat
 
 from dlm.errors import DocumentError
+from dlm.format.yaml_guard import check_yaml
 
 FENCE = "---"
 
@@ -131,20 +133,27 @@ def _source_float(value: float, lines: list[str], pos: tuple[int, int]) -> float
     return WrittenFloat(value, text) if same else float(value)
 
 
-def _pin_floats(node: Any, lines: list[str]) -> None:
+def _pin_floats(node: Any, lines: list[str], seen: set[int] | None = None) -> None:
     """Swap every float ruamel read for one that remembers its source text."""
-    if isinstance(node, CommentedMap):
-        entries = [(key, node.lc.value(key) if key in node.lc.data else None) for key in node]
-    elif isinstance(node, CommentedSeq):
-        entries = [(i, node.lc.item(i) if i in node.lc.data else None) for i in range(len(node))]
-    else:
+    # An alias shares its node: visit each node once (check_yaml bounded the total).
+    seen = set() if seen is None else seen
+    if id(node) in seen:
         return
+    seen.add(id(node))
+    if not isinstance(node, CommentedMap | CommentedSeq):
+        return
+    # A node ruamel built without positions (lc.data None) still gets its floats swapped.
+    placed = node.lc.data or {}
+    if isinstance(node, CommentedMap):
+        entries = [(key, node.lc.value(key) if key in placed else None) for key in node]
+    elif isinstance(node, CommentedSeq):
+        entries = [(i, node.lc.item(i) if i in placed else None) for i in range(len(node))]
     for key, pos in entries:
         value = node[key]
         if isinstance(value, ScalarFloat):
             node[key] = _source_float(value, lines, pos) if pos is not None else float(value)
         else:
-            _pin_floats(value, lines)
+            _pin_floats(value, lines, seen)
 
 
 def yaml_round_trip() -> YAML:
@@ -162,8 +171,11 @@ def yaml_round_trip() -> YAML:
 
 def load_yaml(split: SplitDocument, path: str) -> Any:
     """The frontmatter as a round-trip mapping (or whatever the YAML holds)."""
+    yaml = yaml_round_trip()
     try:
-        data = yaml_round_trip().load(split.yaml_text)
+        # Before anything is composed or walked: see dlm.format.yaml_guard.
+        check_yaml(yaml_round_trip(), split.yaml_text, path=path, first_line=split.yaml_first_line)
+        data = yaml.load(split.yaml_text)
     except DuplicateKeyError as exc:
         mark = exc.problem_mark
         key = exc.problem.split('"')[1] if exc.problem and '"' in exc.problem else "?"
@@ -193,6 +205,18 @@ def load_yaml(split: SplitDocument, path: str) -> Any:
             col,
             f"invalid YAML in the frontmatter: {problem}",
             hint="check the indentation and quoting of this line",
+        ) from None
+    except ReaderError as exc:
+        # A character YAML forbids (most control characters): placed by its offset.
+        before = split.yaml_text[: exc.position]
+        char = exc.character
+        shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+        raise DocumentError(
+            path,
+            split.yaml_first_line + before.count("\n"),
+            len(before) - (before.rfind("\n") + 1) + 1,
+            f"the frontmatter contains a character YAML does not allow ({shown})",
+            hint='delete it, or write it as an escape inside double quotes ("\\uXXXX")',
         ) from None
     except YAMLError as exc:
         raise DocumentError(
