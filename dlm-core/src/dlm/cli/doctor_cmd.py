@@ -288,9 +288,9 @@ def document_plan_rows(report: dict[str, Any], *, max_examples: int = 40) -> lis
     for image in missing:
         out.append(
             Text(
-                f"missing image: {image['path']} ({image['origin']}) is not there yet; planned "
-                "at the base's largest image, text tokens estimated. `dlm train` needs it: drop the image at that "
-                'path, or edit the ::image path="…":: fence',
+                f"missing image: {image['path']} ({image['origin']}) is not there yet; "
+                "planned at the base's largest image, text tokens estimated. `dlm train` "
+                'needs it: drop the image at that path, or edit the ::image path="…":: fence',
                 style="bold yellow",
             )
         )

@@ -34,8 +34,9 @@ Replace this with the answer the adapter should give for this image.
 @click.option(
     "--multimodal",
     is_flag=True,
-    help="Accepted for the seed's command lines; changes nothing: every dlm base is "
-    f"vision-language and every scaffold has an ::image:: section (default base {DEFAULT_BASE}).",
+    help="Changes nothing, kept so older guides' `dlm init DOC --multimodal` works: every dlm "
+    "base is vision-language and every scaffold has an ::image:: section (default base "
+    f"{DEFAULT_BASE}).",
 )
 @click.option("--base", "base_key", metavar="KEY", help="Base model key (see `dlm plugins`).")
 @click.option(
