@@ -262,3 +262,44 @@ def test_committed_adapter_files_are_readable_like_the_rest(
     finally:
         os.umask(previous)
     assert set(modes.values()) == {0o644}, modes
+
+
+def test_odd_files_in_place_of_store_files_are_named_for_what_they_are(
+    paths: StorePaths,
+) -> None:
+    from dlm.store.integrity import TamperedError, verify_adapter
+
+    weights = paths.version_dir("v0001") / "adapter_model.safetensors"
+    weights.unlink()
+    weights.mkdir()
+    problems = verify_store(paths)
+    assert [(p.kind, Path(p.path).name) for p in problems] == [
+        ("corrupt", "adapter_model.safetensors")
+    ]
+    assert "directory" in problems[0].message
+    with pytest.raises(TamperedError, match=r"adapter_model\.safetensors is a directory"):
+        verify_adapter(paths, "v0001")
+    paths.manifest.unlink()
+    paths.manifest.mkdir()
+    with pytest.raises(StoreError, match=r"manifest.json cannot be read \(Is a directory\)"):
+        load_manifest(paths)
+    assert [p.kind for p in verify_store(paths)] == ["manifest"]
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_train_names_a_directory_or_pipe_for_what_it_is(kind: str, tmp_path: Path) -> None:
+    from dlm.engine.ingest import check_images
+    from dlm.errors import DocumentError
+    from dlm.format import parse_file
+
+    odd = tmp_path / "odd.png"
+    odd.mkdir() if kind == "directory" else os.mkfifo(odd)
+    doc = tmp_path / "d.dlm"
+    doc.write_text(
+        "---\ndlm_id: 01JZ8K2M3N4P5Q6R7S8T9V0W2A\ndlm_version: 10\nbase_model: tiny-fake\n---\n"
+        '::image path="odd.png" alt="x"::\nA caption.\n'
+    )
+    with pytest.raises(DocumentError) as refused:
+        check_images(parse_file(doc))
+    assert refused.value.message.startswith("odd.png: is ")
+    assert ("directory" if kind == "directory" else "not a regular file") in refused.value.message

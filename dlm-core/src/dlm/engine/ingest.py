@@ -71,7 +71,7 @@ def check_images(
                 )
             )
             continue
-        if not path.is_file():
+        if not path.exists():  # a directory or a pipe: verify_image says which
             raise DocumentError(
                 doc.display_path,
                 section.line,

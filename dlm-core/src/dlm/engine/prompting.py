@@ -141,7 +141,7 @@ def check_prompt_images(base: BaseSpec, image_paths: list[Path]) -> None:
             subject="prompt",
         )
     for path in image_paths:
-        if not path.is_file():
+        if not path.exists():
             raise UsageError(f"image not found: {path}", subject="prompt")
         # The checks and limits of `dlm train`, before any model loads.
         try:

@@ -111,11 +111,14 @@ def manifest_from_dict(data: dict[str, Any]) -> Manifest:
 
 def load_manifest(paths: StorePaths) -> Manifest:
     """The store's manifest; a fresh one when the store has none yet."""
+    hint = "run `dlm verify` to see what the store still holds"
     try:
         raw = paths.manifest.read_text(encoding="utf-8")
     except FileNotFoundError:
         return Manifest(dlm_id=paths.dlm_id)
-    hint = "run `dlm verify` to see what the store still holds"
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, unreadable, not text
+        reason = getattr(exc, "strerror", None) or exc
+        raise StoreError(f"{paths.manifest} cannot be read ({reason})", hint=hint) from None
     try:
         data = json.loads(raw)
     except ValueError as exc:

@@ -75,7 +75,11 @@ def check_files(
     for rel, entry in sorted(expected.items()):
         full = root / rel
         if rel not in present:
-            problems.append(Problem("missing", str(full), "recorded in the manifest but missing"))
+            odd = not_a_file(full) if os.path.lexists(full) else None  # e.g. now a directory
+            kind, why = (
+                ("corrupt", odd) if odd else ("missing", "recorded in the manifest but missing")
+            )
+            problems.append(Problem(kind, str(full), why))
             continue
         odd = not_a_file(full)
         if odd is not None:
