@@ -303,3 +303,22 @@ def test_train_names_a_directory_or_pipe_for_what_it_is(kind: str, tmp_path: Pat
         check_images(parse_file(doc))
     assert refused.value.message.startswith("odd.png: is ")
     assert ("directory" if kind == "directory" else "not a regular file") in refused.value.message
+
+
+def test_a_built_tiny_base_is_readable_like_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class SafetensorsLike(FakeFamily):
+        def build_tiny(self, base, out_dir: Path) -> None:  # type: ignore[no-untyped-def]
+            super().build_tiny(base, out_dir)
+            os.chmod(out_dir / "model.safetensors", 0o600)  # as safetensors writes it
+
+    monkeypatch.setenv("DLM_HOME", str(tmp_path))
+    previous = os.umask(0o022)
+    try:
+        target = SafetensorsLike().materialize(_base())
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755  # not mkdtemp's 0700
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in target.iterdir()}
+    assert set(modes.values()) == {0o644}, modes

@@ -125,6 +125,11 @@ class Family:
                 self.build_tiny(base, staging)
                 marker = {"key": base.key, "family": self.name, "revision": base.revision}
                 (staging / TINY_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+                # mkdtemp makes 0700 and safetensors writes 0600: a base in a
+                # shared DLM_HOME must be readable like any file.
+                from dlm.store.atomic import share_modes
+
+                share_modes(staging)
                 if target.exists():  # an older recipe: replace it
                     stale = Path(tempfile.mkdtemp(prefix=f".{base.key}.stale-", dir=bases))
                     os.replace(target, stale / base.key)
