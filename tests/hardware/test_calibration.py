@@ -34,9 +34,23 @@ def load_benchmark():
     return module
 
 
+# What the memory model achieves on these two steps (2-core x86-64 CPU, fp32,
+# measured 2026-12-03): +0.4% (plain step) and +0.5% (dlm's step); across the four
+# families in benchmarks/memory_calibration.py it lands within +1…+12%, always high.
+# The bounds are asymmetric on purpose: an estimate that falls short is an
+# out-of-memory crash for the user, one that runs high only a smaller micro-batch.
+# UNDER leaves 5 points for hosts whose allocator or RSS accounting differs (glibc
+# arenas, transparent huge pages), and is what catches a model that forgets memory:
+# counting the logits at 8 bytes instead of 12 gives -12% / -17%, and counting
+# recomputed LoRA inputs as free gives -12% on dlm's step. OVER is the family-wide
+# +12% plus 3 points for the same host differences.
+UNDER = 0.05
+OVER = 0.15
+
+
 def assert_within_tolerance(bench, measured: int, predicted: int) -> None:
     error = predicted / measured - 1
-    assert abs(error) <= bench.ACCEPT, (
+    assert -UNDER <= error <= OVER, (
         f"measured {measured / 2**20:.1f} MiB, predicted {predicted / 2**20:.1f} MiB ({error:+.1%})"
     )
 

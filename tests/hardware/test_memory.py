@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -24,20 +26,42 @@ from tests.hardware.bases import (
     REAL_BASES,
 )
 
+REPO = Path(__file__).resolve().parents[2]
+
 QWEN2_VL_2B_448 = attrs.evolve(
     QWEN2_VL_2B,
     image=attrs.evolve(QWEN2_VL_2B.image, width=448, height=448, tokens_per_image=256),
     vision=attrs.evolve(QWEN2_VL_2B.vision, patches_per_image=1024),
 )
 
-# reference-notes.md §4: H200, bf16, SDPA, LoRA r16 on all LM linear layers,
-# no checkpointing, random weights, transformers 5.17.
-H200_POINTS = [
-    ("paligemma-3b 224² b4", PALIGEMMA_3B_224, 4, 321, 14.6),
-    ("paligemma-3b 224² b16", PALIGEMMA_3B_224, 16, 321, 41.2),
-    ("qwen2-vl-2b 672² b4", QWEN2_VL_2B, 4, 642, 18.6),
-    ("qwen2-vl-2b 448² b16", QWEN2_VL_2B_448, 16, 322, 32.9),
-]
+# Measured on an H200 (benchmarks/results/2026-11-28-h200-baseline.jsonl, its README
+# says how): bf16, SDPA, LoRA r16 on all LM linear layers, no checkpointing, random
+# weights, transformers 5.17. The peak is torch's allocated bytes.
+H200_RESULTS = REPO / "benchmarks" / "results" / "2026-11-28-h200-baseline.jsonl"
+_H200_BASES = {
+    ("paligemma", 256): PALIGEMMA_3B_224,
+    ("qwen2vl", 2304): QWEN2_VL_2B,  # 672²: 2304 patches, 576 image tokens
+    ("qwen2vl", 1024): QWEN2_VL_2B_448,
+}
+
+
+def _h200_points() -> list[tuple[str, BaseSpec, int, int, float]]:
+    points = []
+    for line in H200_RESULTS.read_text().splitlines():
+        row = json.loads(line)
+        base = _H200_BASES[(row["family"], row["vis_tokens"])]
+        side = base.image.width
+        label = f"{row['family']} {side}² b{row['batch']}"
+        points.append((label, base, row["batch"], row["seq"], row["peak_gib"]))
+    return points
+
+
+H200_POINTS = _h200_points()
+
+
+def test_the_h200_file_is_the_one_the_docs_cite() -> None:
+    assert len(H200_POINTS) == 5
+    assert ("qwen2vl 672² b4", 18.6) in [(p[0], p[4]) for p in H200_POINTS]
 
 
 def h200(base: BaseSpec, batch: int, seq: int, **levers: Any) -> MemoryEstimate:
