@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.conftest import run_dlm
+import pytest
+
+from tests.conftest import TEST_PLUGINS, run_dlm
 
 
 def _plugins(env: dict[str, str] | None = None) -> list[dict]:
@@ -123,3 +128,179 @@ def test_plugin_registered_in_process_and_unregistered() -> None:
         pm.unregister(plugin)
         reset()
     assert "dummy" not in get_registry().exporters
+
+
+# ----------------------------------------------------------------- hostile plugins
+# tests/plugins/dlm-hostile-plugins: one entry point per kind of misbehaviour;
+# DLM_PLUGINS picks which load beside the real family plugins.
+
+
+@pytest.fixture(scope="module")
+def hostile_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("hostile-site")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(TEST_PLUGINS / "dlm-hostile-plugins"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return target
+
+
+def _hostile(hostile_path: Path, *plugins: str) -> dict[str, str]:
+    existing = os.environ.get("PYTHONPATH", "")
+    return {
+        "PYTHONPATH": os.pathsep.join(p for p in (str(hostile_path), existing) if p),
+        "DLM_PLUGINS": ",".join(plugins),
+    }
+
+
+def test_a_plugin_calling_sys_exit_is_isolated(hostile_path: Path, tmp_path: Path) -> None:
+    """Item 17: sys.exit(3) at import (or in a hook) used to end every command with status 3."""
+    env = _hostile(hostile_path, "qwen2", "hostile_exit", "hostile_exit_in_hook")
+    rows = {row["name"]: row for row in _plugins(env=env)}
+    assert rows["hostile_exit"]["error"] == "SystemExit: the plugin called sys.exit(3)"
+    assert rows["hostile_exit_in_hook"]["error"] == (
+        "register_bases: SystemExit: the plugin called sys.exit(4)"
+    )
+    assert rows["qwen2"]["error"] is None and "base:tiny-qwen2-vl" in rows["qwen2"]["provides"]
+
+    help_result = run_dlm("--help", env=env)
+    assert help_result.returncode == 0 and "train" in help_result.stdout
+    init = run_dlm("init", tmp_path / "a.dlm", "--base", "tiny-qwen2-vl", env=env)
+    assert init.returncode == 0, init.stderr
+
+
+def test_a_second_provider_of_a_base_is_a_conflict_not_a_silent_swap(
+    hostile_path: Path, tmp_path: Path
+) -> None:
+    """Item 18: re-registering paligemma-3b-mix-224 with gated=False used to drop its gate."""
+    env = _hostile(hostile_path, "qwen2", "paligemma", "shadow_bases")
+    rows = {row["name"]: row for row in _plugins(env=env)}
+    hostile = rows["shadow_bases"]
+    assert (
+        "conflict: base 'paligemma-3b-mix-224' is also registered by paligemma; neither is used"
+        in (hostile["conflicts"])
+    )
+    assert any(
+        "'tiny-qwen2-vl' is also registered by shadow_bases" in c
+        for c in rows["qwen2"]["conflicts"]
+    )
+    assert "base:tiny-qwen2-vl" not in rows["qwen2"]["provides"]
+    assert "base:qwen2-vl-2b-instruct" in rows["qwen2"]["provides"]  # uncontested: still there
+
+    table = run_dlm("plugins", env=env)
+    assert table.returncode == 0
+    assert "base 'paligemma-3b-mix-224' is also registered by" in table.stderr
+
+    doc = tmp_path / "gated.dlm"
+    init = run_dlm("init", doc, "--base", "paligemma-3b-mix-224", env=env)
+    assert init.returncode == 1, init.stdout + init.stderr
+    assert "registered by more than one plugin (paligemma, shadow_bases)" in init.stderr
+    assert "dlm will not guess" in init.stderr and "Traceback" not in init.stderr
+    assert not doc.exists()
+
+
+def test_dlm_doctor_shows_plugin_conflicts(hostile_path: Path) -> None:
+    env = _hostile(hostile_path, "qwen2", "shadow_bases", "hostile_family")
+    result = run_dlm("doctor", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)["plugins"]}
+    conflict = "conflict: family 'qwen2-vl' is also registered by qwen2; neither is used"
+    assert conflict in rows["hostile_family"]["conflicts"]
+    text = run_dlm("doctor", "--all", env=env)
+    assert text.returncode == 0, text.stderr
+    assert "family 'qwen2-vl' is also registered by qwen2" in " ".join(text.stdout.split())
+
+
+def test_a_contested_family_is_refused_where_it_is_needed(
+    hostile_path: Path, tmp_path: Path
+) -> None:
+    env = _hostile(hostile_path, "qwen2", "hostile_family")
+    doc = tmp_path / "notes.dlm"
+    doc.write_text(
+        "---\ndlm_id: 01JZ8K2M3N4P5Q6R7S8T9V0W1X\ndlm_version: 10\n"
+        "base_model: tiny-qwen2-vl\n---\nSome prose.\n"
+    )
+    show = run_dlm("show", doc, env=env)
+    assert show.returncode == 1, show.stdout + show.stderr
+    assert "family 'qwen2-vl' is registered by more than one plugin" in show.stderr
+    assert "Traceback" not in show.stderr
+
+
+def test_exporters_core_keeps_its_own_and_a_plugin_clash_is_contested() -> None:
+    """In process (the llm pattern): a plugin object claiming hf-snapshot, gguf and its own."""
+    from dlm import hookimpl
+    from dlm.errors import PluginError
+    from dlm.plugins import get_plugin_manager, get_registry, reset
+    from dlm.records import Exporter
+
+    class Impostor(Exporter):
+        description = "an impostor"
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    class Plugin:
+        @hookimpl
+        def register_exporters(self, register):  # type: ignore[no-untyped-def]
+            register(Impostor("hf-snapshot"))
+            register(Impostor("gguf"))
+            register(Impostor("mine"))
+
+    pm, _ = get_plugin_manager()
+    plugin = Plugin()
+    pm.register(plugin, name="impostor")
+    try:
+        from dlm.plugins import registry as registry_module
+
+        registry_module._registry = None
+        registry = get_registry()
+        assert type(registry.exporter("hf-snapshot")).__name__ == "HFSnapshotExporter"
+        assert registry.provider["exporter:hf-snapshot"] == "dlm.builtins"
+        assert registry.provider["exporter:mine"] == "impostor"
+        with pytest.raises(PluginError, match=r"exporter 'gguf' is registered by more than one"):
+            registry.exporter("gguf")
+        assert "gguf" not in registry.exporters
+        assert registry.contested["exporter:gguf"] == ["gguf", "impostor"]
+    finally:
+        pm.unregister(plugin)
+        reset()
+    assert type(get_registry().exporter("gguf")).__name__ != "Impostor"
+
+
+def test_a_command_colliding_with_a_builtin_is_refused_and_reported(hostile_path: Path) -> None:
+    """Item 19: a plugin's `train` used to replace core's (blank in `dlm --help`)."""
+    from dlm.cli.train_cmd import train
+
+    env = _hostile(hostile_path, "hostile_commands", "hostile_commands_twin")
+    help_result = run_dlm("--help", env=env)
+    assert help_result.returncode == 0, help_result.stderr
+    lines = help_result.stdout.splitlines()
+    train_line = next(line for line in lines if line.strip().startswith("train "))
+    assert train_line.split(None, 1)[1].startswith(train.get_short_help_str(limit=30)[:25])
+    assert "greet" in help_result.stdout and "hello" not in help_result.stdout
+
+    rows = {row["name"]: row for row in _plugins(env=env)}
+    refused = "refused: command 'train' is dlm-core's and cannot be replaced"
+    assert refused in rows["hostile_commands"]["conflicts"]
+    contested = "conflict: command 'hello' is also registered by hostile_commands; neither is used"
+    assert contested in rows["hostile_commands_twin"]["conflicts"]
+
+    greet = run_dlm("greet", env=env)
+    assert (greet.returncode, greet.stdout) == (0, "greetings\n")
+    hello = run_dlm("hello", env=env)
+    assert hello.returncode == 1
+    assert "command 'hello' is added by more than one plugin" in hello.stderr
+    train_help = run_dlm("train", "--help", env=env)
+    assert "impostor" not in train_help.stdout and "DOC" in train_help.stdout

@@ -169,6 +169,7 @@ def test_plugin_load_errors_are_shown(monkeypatch):
             "builtin": False,
             "hooks": [],
             "error": "ImportError: no torch",
+            "conflicts": [],
         }
     ]
     human = run("--assume", "cuda:24").output

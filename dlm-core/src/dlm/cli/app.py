@@ -21,17 +21,16 @@ class DlmGroup(click.Group):
         if self._plugin_commands_loaded:
             return
         self._plugin_commands_loaded = True
-        from dlm.plugins import get_plugin_manager
+        from dlm.plugins.commands import contested_command, plugin_commands
 
-        pm, infos = get_plugin_manager()
-        by_name = {info.name: info for info in infos}
-        for impl in pm.hook.register_commands.get_hookimpls():
-            try:
-                impl.function(self)
-            except Exception as exc:  # one plugin's bad command must not break the CLI
-                info = by_name.get(impl.plugin_name)
-                if info is not None and info.error is None:
-                    info.error = f"register_commands: {type(exc).__name__}: {exc}"
+        # Collisions with a built-in or between plugins are refused and reported
+        # there (dlm.plugins.commands); what comes back is safe to add.
+        found = plugin_commands(dict(self.commands))
+        for name, command in found.commands.items():
+            self.add_command(command, name)
+        for key, providers in found.contested.items():
+            name = key.split(":", 1)[1]
+            self.add_command(contested_command(name, providers), name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()
@@ -86,3 +85,11 @@ class DlmGroup(click.Group):
                 highlight=False,
             )
             ctx.exit(1)
+
+
+def load_plugin_commands() -> None:
+    """Collect plugin commands now (``dlm plugins`` and ``dlm doctor`` show their conflicts)."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root().command if ctx is not None else None
+    if isinstance(root, DlmGroup):
+        root._load_plugin_commands()

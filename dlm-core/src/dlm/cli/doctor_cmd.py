@@ -42,8 +42,10 @@ def _size(n: int) -> str:
 
 
 def plugin_rows() -> list[dict[str, Any]]:
+    from dlm.cli.app import load_plugin_commands
     from dlm.plugins import get_registry
 
+    load_plugin_commands()  # so a command that collides is reported too
     registry = get_registry()
     return [
         {
@@ -53,6 +55,7 @@ def plugin_rows() -> list[dict[str, Any]]:
             "builtin": info.builtin,
             "hooks": list(info.hooks),
             "error": info.error,
+            "conflicts": list(info.conflicts),  # names another plugin (or core) also claims
         }
         for info in registry.plugins
     ]
@@ -173,8 +176,8 @@ def _plugins_table(rows: list[dict[str, Any]]) -> Any:
             row["distribution"],
             row["version"],
             ", ".join(row["hooks"]),
-            row["error"] or "",
-            style="red" if row["error"] else None,
+            "\n".join(([row["error"]] if row["error"] else []) + row["conflicts"]),
+            style="red" if row["error"] or row["conflicts"] else None,
         )
     return table
 
@@ -445,6 +448,10 @@ def doctor(
                     style="red",
                     markup=False,
                     highlight=False,
+                )
+            for conflict in row["conflicts"]:
+                console.print(
+                    f"plugin {row['name']}: {conflict}", style="red", markup=False, highlight=False
                 )
     if document is not None and refused:
         refusal = document["refusal"]

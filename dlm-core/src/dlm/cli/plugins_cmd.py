@@ -7,15 +7,18 @@ import json
 import attrs
 import click
 
-from dlm.cli.output import console
+from dlm.cli.output import console, err_console
 
 
 @click.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
-    """List plugins: distribution, version, hooks, what they register, load errors."""
+    """List plugins: distribution, version, hooks, what they register, load errors and
+    conflicts (a name two plugins register is used from neither)."""
+    from dlm.cli.app import load_plugin_commands
     from dlm.plugins import get_registry
 
+    load_plugin_commands()  # a command that collides is reported like any conflict
     registry = get_registry()
     provides: dict[str, list[str]] = {}
     for thing, plugin in sorted(registry.provider.items()):
@@ -24,6 +27,7 @@ def plugins(as_json: bool) -> None:
     for info in registry.plugins:
         row = attrs.asdict(info)
         row.pop("error_detail")
+        row["problems"] = info.problems
         row["provides"] = provides.get(info.name, [])
         rows.append(row)
     if as_json:
@@ -41,7 +45,10 @@ def plugins(as_json: bool) -> None:
             row["version"],
             ", ".join(row["hooks"]),
             ", ".join(row["provides"]),
-            row["error"] or "",
-            style="red" if row["error"] else None,
+            "\n".join(row["problems"]),
+            style="red" if row["problems"] else None,
         )
     console.print(table)
+    for row in rows:
+        for problem in row["conflicts"]:
+            err_console.print(f"plugins: {row['name']}: {problem}", style="bold red", markup=False)

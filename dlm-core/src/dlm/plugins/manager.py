@@ -1,7 +1,8 @@
 """Loading plugins: built-ins first, then the ``dlm`` entry-point group.
 
 A plugin that fails to import is recorded with its error and skipped; the
-CLI and every other plugin keep working. ``DLM_PLUGINS`` restricts which
+CLI and every other plugin keep working. That includes a plugin that calls
+``sys.exit()`` while importing (``SystemExit`` is not an ``Exception``). ``DLM_PLUGINS`` restricts which
 entry-point plugins load (comma-separated entry-point or distribution
 names; set but empty means built-ins only).
 """
@@ -33,6 +34,14 @@ class PluginInfo:
     hooks: list[str] = attrs.field(factory=list)
     error: str | None = None
     error_detail: str | None = None
+    #: Names this plugin registered that another plugin (or core) also claims;
+    #: see :mod:`dlm.plugins.registry`. Shown beside ``error``.
+    conflicts: list[str] = attrs.field(factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """Everything wrong with this plugin, for the error column of a table."""
+        return ([self.error] if self.error else []) + self.conflicts
 
 
 @attrs.define
@@ -49,6 +58,19 @@ def _wanted() -> set[str] | None:
     if raw is None:
         return None
     return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+#: What a plugin may raise and still be isolated: its own errors, and
+#: ``sys.exit()`` (``SystemExit``), which would otherwise end every command.
+#: ``KeyboardInterrupt`` is the user's and still stops dlm.
+ISOLATED = (Exception, SystemExit)
+
+
+def broken(exc: BaseException) -> str:
+    """One line for a plugin's failure, as ``dlm plugins`` shows it."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the plugin called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _hook_names(pm: pluggy.PluginManager, plugin: object) -> list[str]:
@@ -92,8 +114,8 @@ def _load() -> _State:
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
             info.hooks = _hook_names(pm, plugin)
-        except Exception as exc:  # a broken plugin must not break the CLI
-            info.error = f"{type(exc).__name__}: {exc}"
+        except ISOLATED as exc:  # a broken plugin must not break the CLI
+            info.error = broken(exc)
             info.error_detail = traceback.format_exc()
         infos.append(info)
     return _State(pm=pm, infos=infos)
@@ -111,6 +133,7 @@ def reset() -> None:
     """Forget loaded plugins (tests change ``DLM_PLUGINS`` or install plugins)."""
     global _state
     _state = None
-    from dlm.plugins import registry
+    from dlm.plugins import commands, registry
 
     registry._registry = None
+    commands._cache = None

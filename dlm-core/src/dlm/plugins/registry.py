@@ -2,6 +2,15 @@
 
 Each plugin's hook is called on its own, so one plugin raising inside a
 hook is recorded against that plugin and the others still register.
+
+A name belongs to one provider. When two plugins register the same base
+key, family name or exporter name, neither is used: the name is
+*contested*, both plugins show the conflict (``dlm plugins``, ``dlm
+doctor``), and a command that needs the name refuses instead of guessing
+(a later registration used to win silently; a copy of a gated base with
+``gated=False`` removed its licence gate). Core's own names (built-in
+plugins) cannot be replaced: core keeps them and the other plugin's claim
+is refused and reported.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import attrs
 
 from dlm.errors import PluginError, UnknownBaseError
 from dlm.family import Family
-from dlm.plugins.manager import PluginInfo, get_plugin_manager
+from dlm.plugins.manager import ISOLATED, PluginInfo, broken, get_plugin_manager
 from dlm.records import BaseSpec, Exporter
 
 #: Where a base key comes from when its plugin is not installed: a hint
@@ -39,10 +48,24 @@ class Registry:
     exporters: dict[str, Exporter] = attrs.field(factory=dict)
     provider: dict[str, str] = attrs.field(factory=dict)  # "base:key" -> plugin name
     plugins: list[PluginInfo] = attrs.field(factory=list)
+    #: "base:key" -> the plugins that all register it (so none is used).
+    contested: dict[str, list[str]] = attrs.field(factory=dict)
 
     # ------------------------------------------------------------ lookups
 
+    def refuse_contested(self, kind: str, name: str) -> None:
+        """Raise :class:`PluginError` if more than one plugin provides ``kind:name``."""
+        providers = self.contested.get(f"{kind}:{name}")
+        if providers:
+            raise PluginError(
+                f"{kind} {name!r} is registered by more than one plugin ({', '.join(providers)}); "
+                "dlm will not guess which one to use",
+                hint="uninstall one of them, or leave one out with DLM_PLUGINS "
+                "(`dlm plugins` shows the conflict)",
+            )
+
     def base(self, key: str) -> BaseSpec:
+        self.refuse_contested("base", key)
         if key in self.bases:
             return self.bases[key]
         installed = ", ".join(sorted(self.bases)) or "none"
@@ -55,6 +78,7 @@ class Registry:
         raise UnknownBaseError(f"unknown base {key!r}; installed bases: {installed}", hint=hint)
 
     def family_for(self, base: BaseSpec) -> Family:
+        self.refuse_contested("family", base.family)
         try:
             return self.families[base.family]
         except KeyError:
@@ -64,6 +88,7 @@ class Registry:
             ) from None
 
     def exporter(self, name: str) -> Exporter:
+        self.refuse_contested("exporter", name)
         if name in self.exporters:
             return self.exporters[name]
         known = ", ".join(sorted(self.exporters)) or "none"
@@ -77,6 +102,51 @@ class Registry:
         )
 
 
+def settle_claims(
+    kind: str,
+    claims: list[tuple[str, str, Any]],
+    by_name: dict[str, PluginInfo],
+    contested: dict[str, list[str]],
+) -> dict[str, tuple[str, Any]]:
+    """Give each claimed ``kind`` name to its one provider, or to nobody.
+
+    ``claims`` are ``(name, plugin, thing)`` in registration order; the
+    result maps each usable name to ``(plugin, thing)``. A name
+    claimed once is accepted; one claimed by core (a built-in plugin) and
+    others goes to core; one claimed by several plugins (or twice by one)
+    goes to none of them and is recorded in ``contested``. Each losing or
+    contesting plugin gets a line in its :attr:`PluginInfo.conflicts`.
+    """
+    accepted: dict[str, tuple[str, Any]] = {}
+    by_key: dict[str, list[tuple[str, Any]]] = {}
+    for name, plugin, thing in claims:
+        by_key.setdefault(name, []).append((plugin, thing))
+
+    def note(plugin: str, line: str) -> None:
+        info = by_name.get(plugin)
+        if info is not None and line not in info.conflicts:
+            info.conflicts.append(line)
+
+    for name, providers in by_key.items():
+        plugins = [plugin for plugin, _ in providers]
+        if len(providers) == 1:
+            accepted[name] = providers[0]
+            continue
+        core = [(p, t) for p, t in providers if (info := by_name.get(p)) and info.builtin]
+        if core:
+            accepted[name] = core[0]
+            for plugin in plugins:
+                if plugin != core[0][0]:
+                    note(plugin, f"refused: {kind} {name!r} is dlm-core's and cannot be replaced")
+            continue
+        contested[f"{kind}:{name}"] = sorted(set(plugins))
+        for plugin in set(plugins):
+            others = sorted({p for p in plugins if p != plugin})
+            also = f"also registered by {', '.join(others)}" if others else "registered twice"
+            note(plugin, f"conflict: {kind} {name!r} is {also}; neither is used")
+    return accepted
+
+
 def _collect() -> Registry:
     pm, infos = get_plugin_manager()
     reg = Registry(plugins=infos)
@@ -87,18 +157,21 @@ def _collect() -> Registry:
         for impl in hook.get_hookimpls():
             try:
                 impl.function(make_register(impl.plugin_name))
-            except Exception as exc:
+            except ISOLATED as exc:  # see dlm.plugins.manager.ISOLATED
                 info = by_name.get(impl.plugin_name)
                 if info is not None and info.error is None:
-                    info.error = f"{hook_name}: {type(exc).__name__}: {exc}"
+                    info.error = f"{hook_name}: {broken(exc)}"
                     info.error_detail = traceback.format_exc()
+
+    # Claims are gathered first and settled after every plugin has spoken, so
+    # the outcome does not depend on the order plugins happen to load in.
+    claims: dict[str, list[tuple[str, str, Any]]] = {"base": [], "family": [], "exporter": []}
 
     def base_register(plugin: str) -> Callable[[BaseSpec], None]:
         def register(spec: BaseSpec) -> None:
             if not isinstance(spec, BaseSpec):
                 raise TypeError(f"register_bases expects BaseSpec, got {type(spec).__name__}")
-            reg.bases[spec.key] = spec
-            reg.provider[f"base:{spec.key}"] = plugin
+            claims["base"].append((spec.key, plugin, spec))
 
         return register
 
@@ -106,8 +179,7 @@ def _collect() -> Registry:
         def register(family: Family) -> None:
             if not isinstance(family, Family) or not family.name:
                 raise TypeError("register_families expects a named dlm.family.Family instance")
-            reg.families[family.name] = family
-            reg.provider[f"family:{family.name}"] = plugin
+            claims["family"].append((family.name, plugin, family))
 
         return register
 
@@ -115,14 +187,25 @@ def _collect() -> Registry:
         def register(exporter: Exporter) -> None:
             if not isinstance(exporter, Exporter) or not exporter.name:
                 raise TypeError("register_exporters expects a named dlm.records.Exporter instance")
-            reg.exporters[exporter.name] = exporter
-            reg.provider[f"exporter:{exporter.name}"] = plugin
+            claims["exporter"].append((exporter.name, plugin, exporter))
 
         return register
 
     call_each("register_families", family_register)
     call_each("register_bases", base_register)
     call_each("register_exporters", exporter_register)
+
+    tables: dict[str, dict[str, Any]] = {
+        "base": reg.bases,
+        "family": reg.families,
+        "exporter": reg.exporters,
+    }
+    for kind, table in tables.items():
+        for name, (plugin, thing) in settle_claims(
+            kind, claims[kind], by_name, reg.contested
+        ).items():
+            table[name] = thing
+            reg.provider[f"{kind}:{name}"] = plugin
     return reg
 
 

@@ -1,0 +1,1 @@
+"""Misbehaving dlm plugins, one per module (see pyproject.toml's entry points)."""
