@@ -304,3 +304,34 @@ def test_a_command_colliding_with_a_builtin_is_refused_and_reported(hostile_path
     assert "command 'hello' is added by more than one plugin" in hello.stderr
     train_help = run_dlm("train", "--help", env=env)
     assert "impostor" not in train_help.stdout and "DOC" in train_help.stdout
+
+
+def test_a_base_registered_twice_by_one_plugin_is_contested_too() -> None:
+    import attrs
+
+    from dlm import hookimpl
+    from dlm.errors import PluginError
+    from dlm.plugins import get_plugin_manager, get_registry, reset
+
+    class Plugin:
+        @hookimpl
+        def register_bases(self, register):  # type: ignore[no-untyped-def]
+            from dlm_vl_qwen2.bases import tiny_base
+
+            twin = attrs.evolve(tiny_base(), key="twin-base")
+            register(twin)
+            register(attrs.evolve(twin, description="the other one"))
+
+    pm, _ = get_plugin_manager()
+    plugin = Plugin()
+    pm.register(plugin, name="twice")
+    try:
+        from dlm.plugins import registry as registry_module
+
+        registry_module._registry = None
+        with pytest.raises(PluginError, match=r"registered by plugin twice twice"):
+            get_registry().base("twin-base")
+        assert get_registry().base("tiny-qwen2-vl").key == "tiny-qwen2-vl"
+    finally:
+        pm.unregister(plugin)
+        reset()

@@ -56,13 +56,18 @@ class Registry:
     def refuse_contested(self, kind: str, name: str) -> None:
         """Raise :class:`PluginError` if more than one plugin provides ``kind:name``."""
         providers = self.contested.get(f"{kind}:{name}")
-        if providers:
-            raise PluginError(
-                f"{kind} {name!r} is registered by more than one plugin ({', '.join(providers)}); "
-                "dlm will not guess which one to use",
-                hint="uninstall one of them, or leave one out with DLM_PLUGINS "
-                "(`dlm plugins` shows the conflict)",
-            )
+        if not providers:
+            return
+        if len(providers) > 1:
+            who = f"more than one plugin ({', '.join(providers)})"
+            hint = "uninstall one of them, or leave one out with DLM_PLUGINS"
+        else:
+            who = f"plugin {providers[0]} twice"
+            hint = f"report it to the authors of {providers[0]}, or leave it out with DLM_PLUGINS"
+        raise PluginError(
+            f"{kind} {name!r} is registered by {who}; dlm will not guess which one to use",
+            hint=f"{hint} (`dlm plugins` shows the conflict)",
+        )
 
     def base(self, key: str) -> BaseSpec:
         self.refuse_contested("base", key)
