@@ -92,6 +92,7 @@ class GGUFExporter(Exporter):
     name = "gguf"
     description = "GGUF LM + mmproj for llama.cpp (and an Ollama Modelfile), smoke-tested"
     primary_role = "model"
+    takes_options = ("quant", "smoke")
 
     def output_name(self, options: dict[str, Any]) -> str:
         quant = options.get("quant")
