@@ -100,3 +100,38 @@ def test_doctor_plans_a_fresh_scaffold_marking_the_missing_image(tmp_path: Path)
     assert train.returncode == 1
     assert "image not found: figures/your-image.png" in train.stderr
     assert not store_of(doc).exists()
+
+
+def test_show_on_a_fresh_scaffold_marks_the_missing_image(tmp_path: Path) -> None:
+    doc = tmp_path / "a.dlm"
+    assert run_dlm("init", doc, "--base", "tiny-qwen2-vl").returncode == 0
+    result = run_dlm("show", doc)
+    assert result.returncode == 0, result.stderr
+    assert "missing image: figures/your-image.png is not there yet" in result.stdout
+    data = json.loads(run_dlm("show", doc, "--json").stdout)
+    (image,) = data["images"]
+    assert image["missing"] and image["becomes"] is None and image["sha256"] is None
+    assert not store_of(doc).exists()
+
+
+def test_show_says_what_each_image_becomes(tmp_path: Path) -> None:
+    doc = tmp_path / "a.dlm"
+    assert run_dlm("init", doc, "--base", "tiny-qwen2-vl").returncode == 0
+    (tmp_path / "figures").mkdir()
+    Image.new("RGB", (448, 224), "red").save(tmp_path / "figures" / "your-image.png")
+    data = json.loads(run_dlm("show", doc, "--json").stdout)
+    assert data["base"]["image_fit"] == "keep-aspect"
+    (image,) = data["images"]
+    assert image["prepared"] == [140, 56]
+    assert image["becomes"] == "140×56, aspect kept (2 → 2.5), 10 image tokens"
+
+
+def test_a_documents_unknown_base_gets_the_closest_name(tmp_path: Path) -> None:
+    doc = tmp_path / "a.dlm"
+    assert run_dlm("init", doc, "--base", "tiny-qwen2-vl").returncode == 0
+    doc.write_text(doc.read_text().replace("base_model: tiny-qwen2-vl", "base_model: tiny-qwen2"))
+    for command in ("show", "doctor"):
+        result = run_dlm(command, doc)
+        assert result.returncode != 0
+        assert "unknown base 'tiny-qwen2'" in result.stderr
+        assert "did you mean 'tiny-qwen2-vl'?" in result.stderr, (command, result.stderr)

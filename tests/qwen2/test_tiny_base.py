@@ -78,8 +78,10 @@ def test_real_base_row_matches_its_pinned_config() -> None:
     assert base.vision.num_heads == 16
     assert base.vision.patches_per_image == 2304
     assert base.extra["image_settings"] == {
-        "size": {"shortest_edge": 672 * 672, "longest_edge": 672 * 672}
+        "size": {"shortest_edge": 56 * 56, "longest_edge": 672 * 672},
+        "fit": "keep-aspect",
     }
+    assert base.image.token_side == 28
 
 
 def test_real_base_parameter_counts_are_those_of_its_config() -> None:
@@ -210,16 +212,36 @@ def test_tiny_chat_template_is_qwen2_vls(tiny_qwen2: TinyQwen2) -> None:
     assert (tiny_qwen2.base_dir / "chat_template.jinja").is_file()
 
 
-def test_tiny_images_become_sixteen_tokens(tiny_qwen2: TinyQwen2) -> None:
+def test_tiny_images_keep_their_aspect_within_sixteen_tokens(tiny_qwen2: TinyQwen2) -> None:
     from PIL import Image
 
     base, family, processor = tiny_qwen2.base, tiny_qwen2.family, tiny_qwen2.processor
     image = family.prepare_image(base, Image.new("RGBA", (300, 200), (255, 0, 0, 128)))
-    assert image.mode == "RGB" and image.size == (112, 112)
-    out = processor.image_processor([image, image], return_tensors="pt")
-    assert out["image_grid_thw"].tolist() == [[1, 8, 8], [1, 8, 8]]
+    assert image.mode == "RGB" and image.size == (112, 84)  # 4 x 3 tokens of 28 px
+    square = family.prepare_image(base, Image.new("RGB", (300, 300), "red"))
+    assert square.size == (112, 112)
+    # the processor keeps the prepared sizes: it does not rescale them again
+    out = processor.image_processor([image, square], return_tensors="pt")
+    assert out["image_grid_thw"].tolist() == [[1, 6, 8], [1, 8, 8]]
     assert base.image.tokens_per_image == 16
     assert base.vision.patches_per_image == 64
+    assert family.describe_image(base, 300, 200) == (
+        "112×84, aspect kept (1.5 → 1.33), 12 image tokens"
+    )
+
+
+def test_an_adapter_saved_before_the_fit_setting_keeps_stretching(tiny_qwen2: TinyQwen2) -> None:
+    """Old adapters recorded min = max pixels and no ``fit``: their images stay stretched."""
+    from PIL import Image
+
+    base, family = tiny_qwen2.base, tiny_qwen2.family
+    old = {"size": {"shortest_edge": 12544, "longest_edge": 12544}}
+    image = family.prepare_image(base, Image.new("RGB", (300, 200), "red"), old)
+    assert image.size == (112, 112)
+    assert family.image_fit(base, old) == "stretch"
+    assert family.describe_image(base, 300, 200, old) == ("stretched to 112×112 (aspect 1.5 → 1)")
+    processor = family.load_processor(base, tiny_qwen2.base_dir, old)
+    assert "fit" not in vars(processor.image_processor)
 
 
 def test_the_image_reaches_the_language_model(tiny_qwen2: TinyQwen2, tiny_qwen2_model) -> None:
@@ -264,8 +286,9 @@ def test_image_settings_round_trip(tiny_qwen2: TinyQwen2, settings) -> None:
     processor = family.load_processor(base, tiny_qwen2.base_dir, settings)
     saved = family.image_settings(base, processor)
     json.dumps(saved)
-    expected = settings["size"] if settings else {"shortest_edge": 12544, "longest_edge": 12544}
+    expected = settings["size"] if settings else {"shortest_edge": 3136, "longest_edge": 12544}
     assert saved["size"] == expected
+    assert saved["fit"] == "keep-aspect"  # a fresh run records its fit with the adapter
     assert (saved["patch_size"], saved["merge_size"], saved["temporal_patch_size"]) == (14, 2, 2)
     reloaded = family.load_processor(base, tiny_qwen2.base_dir, saved)
     assert family.image_settings(base, reloaded) == saved

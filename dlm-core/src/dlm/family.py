@@ -54,6 +54,15 @@ DOWNLOAD_PATTERNS = (
     "*.tiktoken",
 )
 
+#: The image setting (saved with the adapter beside the processor's own) that
+#: says how a pinned image is sized; an adapter saved without it stretched.
+FIT_KEY = "fit"
+#: Resize to the pinned ``width``×``height`` whatever the aspect ratio.
+FIT_STRETCH = "stretch"
+#: Keep the aspect ratio: sides multiples of ``ImageGeometry.token_side`` within
+#: the pinned pixel budget (bases whose processor takes other shapes).
+FIT_KEEP_ASPECT = "keep-aspect"
+
 # Estimated characters per token when no tokenizer is at hand (planning a
 # real base before its download). English prose runs at ~4; 3.5 errs long.
 _CHARS_PER_TOKEN = 3.5
@@ -251,6 +260,8 @@ class Family:
         )
         image_processor = getattr(processor, "image_processor", None)
         for key, value in settings.items():
+            if key == FIT_KEY:  # dlm's own: read by prepare_image, not the processor
+                continue
             if image_processor is None or not hasattr(image_processor, key):
                 raise DlmError(
                     f"image setting {key!r} does not apply to {base.key}'s image processor",
@@ -271,13 +282,79 @@ class Family:
         preprocess exactly as training did.
         """
         image_processor = getattr(processor, "image_processor", None)
-        if image_processor is None:
-            return {}
-        return {
-            key: _jsonable(getattr(image_processor, key))
-            for key in self.image_setting_keys
-            if getattr(image_processor, key, None) is not None
-        }
+        settings: dict[str, Any] = {}
+        if image_processor is not None:
+            settings = {
+                key: _jsonable(getattr(image_processor, key))
+                for key in self.image_setting_keys
+                if getattr(image_processor, key, None) is not None
+            }
+        # Called for a fresh training run: its fit is the base's default.
+        fit = self.default_image_settings(base).get(FIT_KEY)
+        if fit is not None:
+            settings[FIT_KEY] = fit
+        return settings
+
+    def image_fit(self, base: BaseSpec, image_settings: dict[str, Any] | None = None) -> str:
+        """How a pinned image is sized: :data:`FIT_STRETCH` or :data:`FIT_KEEP_ASPECT`.
+
+        ``image_settings``: an adapter's (``None``: the base's defaults, a fresh
+        run). An adapter saved before the setting existed stretched, and still does.
+        """
+        settings = (
+            image_settings if image_settings is not None else self.default_image_settings(base)
+        )
+        fit = str(settings.get(FIT_KEY, FIT_STRETCH))
+        if fit == FIT_KEEP_ASPECT and not base.image.token_side:
+            return FIT_STRETCH
+        return fit
+
+    def prepared_size(
+        self,
+        base: BaseSpec,
+        width: int,
+        height: int,
+        image_settings: dict[str, Any] | None = None,
+    ) -> tuple[int, int]:
+        """The size :meth:`prepare_image` gives a ``width``×``height`` image."""
+        geometry = base.image
+        if geometry.resize != "pinned":
+            return width, height
+        if self.image_fit(base, image_settings) == FIT_KEEP_ASPECT:
+            return fit_within(width, height, geometry.width * geometry.height, geometry.token_side)
+        return geometry.width, geometry.height
+
+    def describe_image(
+        self,
+        base: BaseSpec,
+        width: int,
+        height: int,
+        image_settings: dict[str, Any] | None = None,
+    ) -> str:
+        """What a ``width``×``height`` image becomes for the model, in words
+        (``dlm show`` and ``dlm doctor`` print it for every image)."""
+        geometry = base.image
+        if geometry.resize == "tiles":
+            return (
+                f"tiled: {geometry.width}×{geometry.height} tiles in the grid closest to its "
+                f"aspect {_aspect(width, height)} (up to {geometry.max_tiles}, plus a thumbnail)"
+            )
+        new_w, new_h = self.prepared_size(base, width, height, image_settings)
+        if self.image_fit(base, image_settings) == FIT_KEEP_ASPECT:
+            side = geometry.token_side
+            tokens = (new_w // side) * (new_h // side)
+            return (
+                f"{new_w}×{new_h}, aspect kept ({_aspect(width, height)} → "
+                f"{_aspect(new_w, new_h)}), {tokens} image tokens"
+            )
+        if (new_w, new_h) == (width, height):
+            return f"{new_w}×{new_h} as is"
+        if width * new_h == height * new_w:
+            return f"resized to {new_w}×{new_h}"
+        return (
+            f"stretched to {new_w}×{new_h} (aspect {_aspect(width, height)} → "
+            f"{_aspect(new_w, new_h)})"
+        )
 
     def load_model(self, base: BaseSpec, base_dir: Path, dtype: Any, device: str) -> Any:
         """Load the model for training or inference (never with remote code)."""
@@ -294,20 +371,24 @@ class Family:
 
     # ------------------------------------------------------------- data
 
-    def prepare_image(self, base: BaseSpec, image: Image) -> Image:
-        """Bring a decoded image to what the base expects (RGB, pinned size).
+    def prepare_image(
+        self, base: BaseSpec, image: Image, image_settings: dict[str, Any] | None = None
+    ) -> Image:
+        """Bring a decoded image to what the base expects (RGB, the size of
+        :meth:`prepared_size` under the adapter's ``image_settings``).
 
         ``normalize_image`` first (EXIF orientation, 16-bit depth, alpha), so an
         image opened by any caller, ``open_image`` or a plain ``Image.open``,
-        becomes the same pixels.
+        becomes the same pixels. The resize happens here, not in the processor,
+        so llama.cpp (which resizes its own way) is given the same pixels.
         """
         from PIL import Image as PILImage
 
         from dlm.store.images import normalize_image
 
         rgb = normalize_image(image)
-        size = (base.image.width, base.image.height)
-        if base.image.resize == "pinned" and rgb.size != size:
+        size = self.prepared_size(base, *rgb.size, image_settings)
+        if rgb.size != size:
             rgb = rgb.resize(size, PILImage.Resampling.BICUBIC)
         return rgb
 
@@ -747,3 +828,24 @@ __all__ = [
     "TrainingExample",
     "file_lock",
 ]
+
+
+def fit_within(width: int, height: int, pixels: int, side: int) -> tuple[int, int]:
+    """``width``×``height`` scaled to at most ``pixels`` pixels, aspect kept, each
+    side rounded down to a multiple of ``side`` (at least one ``side``)."""
+    scale = math.sqrt(pixels / (width * height))
+    # 1e-9: a square at the budget is 112.0, not 111.999… (the area check below holds)
+    new_w = max(side, math.floor(width * scale / side + 1e-9) * side)
+    new_h = max(side, math.floor(height * scale / side + 1e-9) * side)
+    # a very long image: its short side held at ``side``, the long one shortened
+    if new_w * new_h > pixels:
+        if new_w >= new_h:
+            new_w = max(side, pixels // new_h // side * side)
+        else:
+            new_h = max(side, pixels // new_w // side * side)
+    return new_w, new_h
+
+
+def _aspect(width: int, height: int) -> str:
+    ratio = width / height if height else 0.0
+    return f"{ratio:.2f}".rstrip("0").rstrip(".")

@@ -28,7 +28,9 @@ class ImageGeometry:
     processor (``resize="pinned"``), or the tile size when the base tiles
     (``resize="tiles"``, up to ``max_tiles`` tiles plus a thumbnail).
     ``tokens_per_image`` is the number of placeholder tokens one image (or
-    one tile) expands to in the language model's sequence.
+    one tile) expands to in the language model's sequence. Whether a pinned
+    image is stretched to ``width``×``height`` or keeps its aspect ratio is
+    the adapter's image setting ``fit`` (see :meth:`dlm.family.Family.image_fit`).
     """
 
     width: int
@@ -37,6 +39,10 @@ class ImageGeometry:
     image_token: str
     resize: str = "pinned"  # "pinned" | "tiles"
     max_tiles: int = 1
+    #: Pixels per LM-token side when the processor takes any sides that are
+    #: multiples of it within ``width * height`` pixels (Qwen2-VL: 28), so a
+    #: pinned image can keep its aspect ratio; 0: only the pinned size.
+    token_side: int = 0
 
     def max_image_tokens(self) -> int:
         if self.resize == "tiles":

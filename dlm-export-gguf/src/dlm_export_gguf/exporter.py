@@ -112,11 +112,13 @@ class OllamaExporter(GGUFExporter):
 
 
 def _png_of(request: ExportRequest, blob: Path) -> bytes:
-    """The image as training saw it (the family's pinned size), PNG-encoded for llama.cpp."""
+    """The image as training saw it (sized under the adapter's image settings), PNG-encoded
+    for llama.cpp: sides the processor keeps, so llama.cpp does not resize it its own way."""
     from PIL import Image
 
+    settings = request.training_run.get("image_settings")
     with Image.open(blob) as image:
-        prepared = request.family.prepare_image(request.base, image)
+        prepared = request.family.prepare_image(request.base, image, settings)
         buf = io.BytesIO()
         prepared.save(buf, format="PNG")
     return buf.getvalue()

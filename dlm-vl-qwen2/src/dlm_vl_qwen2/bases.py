@@ -13,6 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from dlm.family import FIT_KEEP_ASPECT, FIT_KEY
 from dlm.records import BaseSpec, ImageGeometry, ParamCounts, TextConfig, VisionConfig
 
 FAMILY = "qwen2-vl"
@@ -68,9 +69,22 @@ TINY_VISION_CONFIG: dict[str, Any] = {
 }
 
 
+#: Pixels per LM-token side: 14-px patches merged 2 x 2. The processor takes any
+#: sides that are multiples of it, so images keep their aspect ratio.
+TOKEN_SIDE = 28
+# Qwen2-VL's own lower bound (4 tokens); a prepared image is far above it.
+MIN_PIXELS = 56 * 56
+
+
 def _pixels(side: int) -> dict[str, Any]:
-    # min = max pixels: the processor never rescales a prepared image
-    return {"size": {"shortest_edge": side * side, "longest_edge": side * side}}
+    # Images keep their aspect ratio within side x side pixels (Family.prepare_image
+    # sizes them, sides multiples of 28, so the processor never rescales them).
+    # Measured on tiny-qwen2-vl with 2:1 figures (issue 20): recall 4/4 as with the
+    # stretch; GGUF teacher-forced gap 0.215/0.176 (seeds 0/1) vs 0.169/0.178 stretched.
+    return {
+        "size": {"shortest_edge": MIN_PIXELS, "longest_edge": side * side},
+        FIT_KEY: FIT_KEEP_ASPECT,
+    }
 
 
 @cache
@@ -101,6 +115,7 @@ def real_base() -> BaseSpec:
             height=REAL_SIDE,
             tokens_per_image=patches // vision["spatial_merge_size"] ** 2,
             image_token=IMAGE_TOKEN,
+            token_side=TOKEN_SIDE,
         ),
         text=TextConfig(
             num_layers=cfg["num_hidden_layers"],
@@ -122,7 +137,7 @@ def real_base() -> BaseSpec:
         # (embeddings tied): vision = ViT blocks + patch embed + merger.
         params=ParamCounts(total=2_208_985_600, vision=665_271_296, language=1_543_714_304),
         context_length=cfg["max_position_embeddings"],
-        description="Qwen2-VL 2B Instruct, images pinned to 672x672 (576 tokens)",
+        description="Qwen2-VL 2B Instruct, images fit in 672x672 keeping their aspect (<= 576 tokens)",
         extra={"image_settings": _pixels(REAL_SIDE), "config": cfg},
     )
 
@@ -142,6 +157,7 @@ def tiny_base() -> BaseSpec:
             height=TINY_SIDE,
             tokens_per_image=patches // vision["spatial_merge_size"] ** 2,
             image_token=IMAGE_TOKEN,
+            token_side=TOKEN_SIDE,
         ),
         text=TextConfig(
             num_layers=text["num_hidden_layers"],

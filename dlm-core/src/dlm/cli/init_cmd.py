@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import click
@@ -61,7 +60,6 @@ def init(
     from dlm.format import render_new_document
     from dlm.format.document import Frontmatter
     from dlm.plugins import get_registry
-    from dlm.plugins.registry import KNOWN_BASE_PACKAGES
     from dlm.store.atomic import atomic_write_text
     from dlm.store.licenses import license_refusal, record_acceptance
 
@@ -69,14 +67,8 @@ def init(
     registry = get_registry()
     try:
         base = registry.base(key)
-    except UnknownBaseError as exc:
-        # Same cutoff as the frontmatter's unknown-key hints (format.schema).
-        # A known base whose plugin is missing keeps the `pip install` hint.
-        close = difflib.get_close_matches(key, list(registry.bases), n=1, cutoff=0.6)
-        hint = (
-            exc.hint if key in KNOWN_BASE_PACKAGES or not close else f"did you mean '{close[0]}'?"
-        )
-        raise UsageError(exc.message, hint=hint, subject="init") from None
+    except UnknownBaseError as exc:  # the registry's hint suggests the closest key
+        raise UsageError(exc.message, hint=exc.hint, subject="init") from None
     if path.exists() and not force:
         raise UsageError(
             f"{path} already exists", hint="pass --force to overwrite it", subject="init"

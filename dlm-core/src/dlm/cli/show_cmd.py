@@ -48,7 +48,9 @@ def show(doc: Path, as_json: bool, allow_outside: bool) -> None:
     """Show a document: id, base, sections, images, what will train, store state."""
     from dlm.engine.prepare import prepare_document
 
-    prepared = prepare_document(doc, allow_outside=allow_outside)
+    # A new document names images not dropped in yet: show it, marking them.
+    prepared = prepare_document(doc, allow_outside=allow_outside, missing_ok=True)
+    base, family = prepared.base, prepared.family
     fm = prepared.doc.frontmatter
     counts: dict[str, int] = {}
     for section in prepared.doc.sections:
@@ -56,13 +58,22 @@ def show(doc: Path, as_json: bool, allow_outside: bool) -> None:
     images = []
     for image in prepared.images:
         section = prepared.doc.sections[image.section_index]
+        missing = image.missing
         images.append(
             {
                 "path": image.source,
-                "sha256": image.sha256,
-                "size": image.size,
-                "width": image.width,
-                "height": image.height,
+                "missing": missing,
+                "sha256": None if missing else image.sha256,
+                "size": None if missing else image.size,
+                "width": None if missing else image.width,
+                "height": None if missing else image.height,
+                # what training does to it (the base's image settings for a new run)
+                "prepared": None
+                if missing
+                else list(family.prepared_size(base, image.width, image.height)),
+                "becomes": None
+                if missing
+                else family.describe_image(base, image.width, image.height),
                 "notes": list(image.notes),
                 "alt": getattr(section, "alt", None),
                 "caption": bool(getattr(section, "caption", "").strip()),
@@ -74,10 +85,13 @@ def show(doc: Path, as_json: bool, allow_outside: bool) -> None:
         "dlm_id": fm.dlm_id,
         "dlm_version": fm.dlm_version,
         "base": {
-            "key": prepared.base.key,
-            "family": prepared.base.family,
-            "hub_id": prepared.base.hub_id,
-            "revision": prepared.base.revision,
+            "key": base.key,
+            "family": base.family,
+            "hub_id": base.hub_id,
+            "revision": base.revision,
+            "image_fit": base.image.resize
+            if base.image.resize != "pinned"
+            else family.image_fit(base),
         },
         "sections": counts,
         "images": images,
@@ -114,21 +128,34 @@ def _print_human(data: dict[str, Any], prepared: Any) -> None:
     console.print("sections: " + ", ".join(f"{n} {k}" for k, n in sorted(data["sections"].items())))
     if data["images"]:
         table = Table(title="images", title_justify="left")
-        for column in ("path", "sha256", "size", "pixels", "caption"):
-            table.add_column(column)
+        for column in ("path", "sha256", "size", "pixels", "becomes", "caption"):
+            table.add_column(column, overflow="fold" if column == "becomes" else "ellipsis")
         noted = any(image["notes"] for image in data["images"])
         if noted:
             table.add_column("note", overflow="fold")
         for image in data["images"]:
-            row = [
-                image["path"],
-                image["sha256"][:12],
-                f"{image['size']:,} B",
-                f"{image['width']}×{image['height']}",
-                "yes" if image["caption"] else "no",
-            ]
-            table.add_row(*row, *(["; ".join(image["notes"])] if noted else []))
+            if image["missing"]:
+                row = [image["path"], "[bold yellow]missing[/bold yellow]", "", "", ""]
+            else:
+                row = [
+                    image["path"],
+                    image["sha256"][:12],
+                    f"{image['size']:,} B",
+                    f"{image['width']}×{image['height']}",
+                    image["becomes"],
+                ]
+            row.append("yes" if image["caption"] else "no")
+            if noted:
+                row.append("; ".join(image["notes"]))
+            table.add_row(*row)
         console.print(table)
+        for image in data["images"]:
+            if image["missing"]:
+                console.print(
+                    f"[bold yellow]missing image: {image['path']} is not there yet; `dlm train` "
+                    'needs it: drop the image at that path, or edit the ::image path="…":: '
+                    "fence[/bold yellow]"
+                )
     console.print(outcomes_table(prepared.example_set))
     store = data["store"]
     if not store["exists"]:

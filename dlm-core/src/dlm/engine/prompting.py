@@ -161,7 +161,10 @@ def generate(
 ) -> str:
     import torch
 
-    images = [loaded.family.prepare_image(loaded.base, open_image(path)) for path in image_paths]
+    settings = loaded.training_run.get("image_settings")
+    images = [
+        loaded.family.prepare_image(loaded.base, open_image(path), settings) for path in image_paths
+    ]
     inputs = loaded.family.prompt_inputs(
         loaded.base, loaded.processor, images, question, loaded.system_prompt
     )

@@ -128,8 +128,9 @@ def _seed_everything(seed: int) -> None:
 class _ImageCache:
     """Decoded, family-prepared images by blob sha: each image is decoded once per run."""
 
-    def __init__(self, prepared: PreparedDocument):
+    def __init__(self, prepared: PreparedDocument, image_settings: dict[str, Any]):
         self._prepared = prepared
+        self._settings = image_settings  # saved with the adapter: prompts size images alike
         self._images: dict[str, Any] = {}
 
     def get(self, example: TrainingExample) -> list[Any]:
@@ -141,7 +142,7 @@ class _ImageCache:
                 with Image.open(ref.blob_path) as img:
                     img.load()
                     self._images[ref.sha256] = self._prepared.family.prepare_image(
-                        self._prepared.base, img
+                        self._prepared.base, img, self._settings
                     )
             out.append(self._images[ref.sha256])
         return out
@@ -408,7 +409,7 @@ def _train_and_commit(
     model, optimizer, scheduler = ranks.prepare(accelerator, model, optimizer, scheduler)
     ranks.check_same_inputs(inputs_fingerprint(examples, plan, settings.seed))
 
-    images = _ImageCache(prepared)
+    images = _ImageCache(prepared, image_settings)
     run_stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     if ranks.main:
         paths.logs.mkdir(parents=True, exist_ok=True)

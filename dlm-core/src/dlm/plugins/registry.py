@@ -15,6 +15,7 @@ is refused and reported.
 
 from __future__ import annotations
 
+import difflib
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -75,11 +76,15 @@ class Registry:
             return self.bases[key]
         installed = ", ".join(sorted(self.bases)) or "none"
         package = KNOWN_BASE_PACKAGES.get(key)
-        hint = (
-            f"`pip install {package}` provides it"
-            if package
-            else "install the plugin that provides it (`dlm plugins` lists what is installed)"
-        )
+        # Same cutoff as the frontmatter's unknown-key hints (format.schema). A
+        # known base whose plugin is missing keeps the `pip install` hint.
+        close = difflib.get_close_matches(key, list(self.bases), n=1, cutoff=0.6)
+        if package:
+            hint = f"`pip install {package}` provides it"
+        elif close:
+            hint = f"did you mean '{close[0]}'?"
+        else:
+            hint = "install the plugin that provides it (`dlm plugins` lists what is installed)"
         raise UnknownBaseError(f"unknown base {key!r}; installed bases: {installed}", hint=hint)
 
     def family_for(self, base: BaseSpec) -> Family:
