@@ -135,3 +135,16 @@ def test_a_documents_unknown_base_gets_the_closest_name(tmp_path: Path) -> None:
         assert result.returncode != 0
         assert "unknown base 'tiny-qwen2'" in result.stderr
         assert "did you mean 'tiny-qwen2-vl'?" in result.stderr, (command, result.stderr)
+
+
+def test_the_plan_says_what_each_image_becomes(tmp_path: Path) -> None:
+    doc = tmp_path / "a.dlm"
+    assert run_dlm("init", doc, "--base", "tiny-qwen2-vl").returncode == 0
+    (tmp_path / "figures").mkdir()
+    Image.new("RGB", (448, 224), "red").save(tmp_path / "figures" / "your-image.png")
+    result = run_dlm("doctor", doc)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "image figures/your-image.png: 448×224 → 140×56, aspect kept (2 → 2.5), 10 image tokens"
+        in " ".join(result.stdout.split())
+    )

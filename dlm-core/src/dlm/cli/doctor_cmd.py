@@ -287,6 +287,10 @@ def document_plan_rows(report: dict[str, Any], *, max_examples: int = 40) -> lis
     if hidden > 0:
         examples.add_row("…", f"{hidden} more (see --json)", "", "", "", "", "")
     out.append(examples)
+    for image in report.get("images") or []:
+        if image["becomes"]:
+            width, height = image["pixels"]
+            out.append(Text(f"image {image['path']}: {width}×{height} → {image['becomes']}"))
     missing = report.get("missing_images") or []
     for image in missing:
         out.append(

@@ -62,7 +62,17 @@ def plan_for_document(
         for image in prepared.images
         if image.missing
     ]
-    return document_report(
+    images = [
+        {
+            "path": image.source,
+            "pixels": None if image.missing else [image.width, image.height],
+            "becomes": None
+            if image.missing
+            else family.describe_image(base, image.width, image.height),
+        }
+        for image in prepared.images
+    ]
+    report = document_report(
         document=str(doc),
         base=base,
         examples=budgets,
@@ -77,6 +87,8 @@ def plan_for_document(
         lora_recompute=levers.lora_recompute,
         missing_images=missing_images,
     )
+    report["images"] = images  # what each image becomes for the model
+    return report
 
 
 class _MissingAtTheBound:
