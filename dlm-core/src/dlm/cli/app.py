@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from dlm.cli.output import err_console
+from dlm.cli.output import err_console, json_requested, print_json_error
 from dlm.errors import DlmError
 
 
@@ -59,13 +59,18 @@ class DlmGroup(click.Group):
             if verbose:
                 err_console.print(traceback.format_exc(), markup=False, highlight=False)
             err_console.print(exc.render(), style="bold red", markup=False, highlight=False)
+            if json_requested(ctx):
+                print_json_error(exc.subject, exc.message, exc.hint, exc.exit_code)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted", style="bold red")
             ctx.exit(130)
         except click.exceptions.Exit:
             raise
-        except click.ClickException:
+        except click.ClickException as exc:
+            if json_requested(ctx):  # a bad option value; click prints the usage on stderr
+                subject = ctx.invoked_subcommand or "usage"
+                print_json_error(subject, exc.format_message(), None, exc.exit_code)
             raise
         except Exception as exc:  # an unexpected failure: still no traceback by default
             verbose = verbose or bool((ctx.obj or {}).get("verbose"))
@@ -76,6 +81,8 @@ class DlmGroup(click.Group):
             full = as_disk_full(exc)  # a full disk in a write no step wraps: still say so
             if full is not None:
                 err_console.print(full.render(), style="bold red", markup=False, highlight=False)
+                if json_requested(ctx):
+                    print_json_error(full.subject, full.message, full.hint, full.exit_code)
                 ctx.exit(full.exit_code)
             command = ctx.invoked_subcommand or "dlm"
             err_console.print(
@@ -84,6 +91,10 @@ class DlmGroup(click.Group):
                 markup=False,
                 highlight=False,
             )
+            if json_requested(ctx):
+                print_json_error(
+                    command, f"{type(exc).__name__}: {exc}", "re-run with --verbose", 1
+                )
             ctx.exit(1)
 
 

@@ -7,13 +7,12 @@ store (``<store>/cache/features``) so a retrain skips the vision tower; see
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from dlm.cli.output import console
+from dlm.cli.output import console, json_option, print_json
 from dlm.errors import DlmError, LockHeldError, UsageError
 
 
@@ -76,7 +75,7 @@ def _document(paths: Any) -> str | None:
 
 @click.command("cache")
 @click.argument("args", nargs=-1, metavar="[clear] [DOC]")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option()
 def cache(args: tuple[str, ...], as_json: bool) -> None:
     """Show (or `clear`) the vision features kept for retraining, for DOC or every store.
 
@@ -118,7 +117,7 @@ def cache(args: tuple[str, ...], as_json: bool) -> None:
             "bytes": total_bytes,
             "stores": rows,
         }
-        console.print_json(json.dumps(out))
+        print_json(out)
         return
     if not rows:
         where = "this document's store" if doc is not None else "any store"
@@ -157,11 +156,7 @@ def _clear(stores: list[Any], as_json: bool) -> None:
             continue
         cleared.append({"dlm_id": paths.dlm_id, "entries": before.entries, "bytes": before.bytes})
     if as_json:
-        console.print_json(
-            json.dumps(
-                {"cleared": cleared, "busy": [{"dlm_id": p.dlm_id, "why": w} for p, w in busy]}
-            )
-        )
+        print_json({"cleared": cleared, "busy": [{"dlm_id": p.dlm_id, "why": w} for p, w in busy]})
     else:
         for row in cleared:
             console.print(

@@ -15,13 +15,12 @@ whether the base is sharded with FSDP, and the effective batch).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from dlm.cli.output import console, err_console
+from dlm.cli.output import console, err_console, json_option, print_json
 from dlm.errors import PlanError
 
 GIB = 1024**3
@@ -373,7 +372,7 @@ def document_plan_rows(report: dict[str, Any], *, max_examples: int = 40) -> lis
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     metavar="[DOC]",
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (always all of it).")
+@json_option("Machine-readable output (always all of it; docs/json.md).")
 @click.option(
     "--all",
     "show_all",
@@ -428,7 +427,7 @@ def doctor(
     document = data.get("document")
     refused = document is not None and document["verdict"] == "refused"
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        print_json(data)
         if refused:
             click.get_current_context().exit(1)
         return

@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from dlm.cli.options import adapter_version as check_adapter_version
-from dlm.cli.output import console, err_console
+from dlm.cli.output import console, err_console, json_option, print_json
 from dlm.errors import UsageError
 
 
-def _list_targets(doc: Path | None) -> None:
+def _list_targets(doc: Path | None, as_json: bool) -> None:
     from rich.table import Table
 
     from dlm.format import parse_file
@@ -21,6 +21,21 @@ def _list_targets(doc: Path | None) -> None:
     base = None
     if doc is not None:
         base = registry.base(parse_file(doc).frontmatter.base_model)
+    if as_json:
+        targets = []
+        for name, exporter in sorted(registry.exporters.items()):
+            probe = exporter.probe(base) if base else None
+            targets.append(
+                {
+                    "target": name,
+                    "plugin": registry.provider.get(f"exporter:{name}"),
+                    "description": exporter.description,
+                    "verdict": probe.verdict.value if probe else None,
+                    "why": probe.reason if probe else None,
+                }
+            )
+        print_json({"base": base.key if base else None, "targets": targets})
+        return
     table = Table(
         title="export targets" + (f" for {base.key}" if base else ""), title_justify="left"
     )
@@ -65,6 +80,7 @@ def _list_targets(doc: Path | None) -> None:
 @click.option(
     "--list-targets", is_flag=True, help="List targets (and their verdicts for DOC's base)."
 )
+@json_option()
 def export(
     doc: Path | None,
     target: str,
@@ -74,10 +90,11 @@ def export(
     no_smoke: bool,
     adapter_version: str | None,
     list_targets: bool,
+    as_json: bool,
 ) -> None:
     """Export DOC's adapter."""
     if list_targets:
-        _list_targets(doc)
+        _list_targets(doc, as_json)
         return
     if doc is None:
         raise UsageError("missing DOC", hint="dlm export DOC [--target NAME]", subject="export")
@@ -100,5 +117,32 @@ def export(
     )
     for note in outcome.result.notes:
         err_console.print(f"note: {note}")
+    if as_json:
+        from dlm.format import parse_file
+        from dlm.store.exports import EXTERNAL_RECORD
+        from dlm.store.paths import StorePaths
+
+        # Files and hashes: the export's own record with --out, else the store's manifest.
+        manifest_path = (
+            outcome.out_dir / EXTERNAL_RECORD
+            if out is not None
+            else StorePaths.for_id(parse_file(doc).frontmatter.dlm_id).manifest
+        )
+        print_json(
+            {
+                "document": str(doc),
+                "target": outcome.target,
+                "requested": outcome.requested,
+                "fell_back": outcome.fell_back,
+                "verdict": outcome.probe.verdict.value,
+                "out": str(outcome.out_dir),
+                "primary": str(outcome.out_dir / outcome.result.primary),
+                "files": list(outcome.result.files),
+                "manifest": str(manifest_path) if manifest_path.is_file() else None,
+                "details": outcome.result.manifest,
+                "notes": list(outcome.result.notes),
+            }
+        )
+        return
     console.print(f"exported {outcome.target} → {outcome.out_dir}")
     console.print(f"  {outcome.out_dir / outcome.result.primary}")

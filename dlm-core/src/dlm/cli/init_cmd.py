@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dlm.cli.output import console
+from dlm.cli.output import console, json_option, print_json
 from dlm.errors import UnknownBaseError, UsageError
 
 DEFAULT_BASE = "paligemma-3b-mix-224"
@@ -45,8 +45,14 @@ Replace this with the answer the adapter should give for this image.
     help="Accept a gated base's licence for this document (`dlm train` finds it).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@json_option()
 def init(
-    path: Path, multimodal: bool, base_key: str | None, accept_license: bool, force: bool
+    path: Path,
+    multimodal: bool,
+    base_key: str | None,
+    accept_license: bool,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Create a new .dlm document with a sample image section and bound Q/A.
 
@@ -79,9 +85,22 @@ def init(
     frontmatter = Frontmatter(dlm_id=dlm_id, base_model=key)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, render_new_document(frontmatter, SAMPLE_BODY))
-    console.print(f"wrote {path} (dlm_id {dlm_id}, base {key})")
     if base.gated:
         record_acceptance(dlm_id, base, by="dlm init --i-accept-license", document=path)
+    if as_json:
+        print_json(
+            {
+                "document": str(path),
+                "dlm_id": dlm_id,
+                "base": key,
+                "license": base.license,
+                "license_accepted": base.gated,
+                "image": "figures/your-image.png",
+            }
+        )
+        return
+    console.print(f"wrote {path} (dlm_id {dlm_id}, base {key})")
+    if base.gated:
         console.print(f"{base.license} licence accepted for this document")
     console.print(
         "next: put an image at figures/your-image.png (relative to the document), "

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import attrs
 import click
 
-from dlm.cli.output import console, err_console
+from dlm.cli.output import console, err_console, json_option, print_json
 
 
 @click.command("plugins")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option()
 def plugins(as_json: bool) -> None:
     """List plugins: distribution, version, hooks, what they register, load errors and
     conflicts (a name two plugins register is used from neither)."""
@@ -31,7 +29,7 @@ def plugins(as_json: bool) -> None:
         row["provides"] = provides.get(info.name, [])
         rows.append(row)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        print_json(rows)
         return
     from rich.table import Table
 

@@ -9,6 +9,7 @@ import click
 
 from dlm.cli.options import adapter_version as check_adapter_version
 from dlm.cli.options import finite
+from dlm.cli.output import json_option, print_json
 from dlm.errors import UsageError
 
 
@@ -39,6 +40,7 @@ from dlm.errors import UsageError
     help="Use this version instead of the current one.",
 )
 @click.option("--force", is_flag=True, help="Run even where the planner refuses this host.")
+@json_option()
 def prompt(
     doc: Path,
     question: str | None,
@@ -47,6 +49,7 @@ def prompt(
     temperature: float,
     adapter_version: str | None,
     force: bool,
+    as_json: bool,
 ) -> None:
     """Answer QUESTION (or stdin) about the --image files with the trained adapter."""
     from dlm.engine.prompting import (
@@ -72,4 +75,18 @@ def prompt(
     answer = generate(
         loaded, list(images), question, max_tokens=max_tokens, temperature=temperature
     )
+    if as_json:
+        print_json(
+            {
+                "answer": answer,
+                "question": question,
+                "images": [str(path) for path in images],
+                "adapter_version": loaded.version,
+                "base": base.key,
+                "device": device,
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+            }
+        )
+        return
     click.echo(answer)

@@ -5,14 +5,13 @@ Imports no torch: it must answer in well under a second.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import attrs
 import click
 
-from dlm.cli.output import console
+from dlm.cli.output import console, json_option, print_json
 
 
 def _store_state(prepared: Any) -> dict[str, Any]:
@@ -40,7 +39,7 @@ def _store_state(prepared: Any) -> dict[str, Any]:
 
 @click.command("show")
 @click.argument("doc", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option()
 @click.option(
     "--allow-outside", is_flag=True, help="Allow image paths outside the document's folder."
 )
@@ -103,7 +102,7 @@ def show(doc: Path, as_json: bool, allow_outside: bool) -> None:
         "store": _store_state(prepared),
     }
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        print_json(data)
         return
     _print_human(data, prepared)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import click
 
-from dlm.cli.output import console, err_console
+from dlm.cli.output import console, err_console, json_option, print_json
 
 
 @click.command("train")
@@ -38,6 +40,7 @@ from dlm.cli.output import console, err_console
     "machine_rank, main_process_ip/port); `default` reads the one `accelerate config` wrote. "
     "Run the same command on every machine.",
 )
+@json_option()
 def train(
     doc: Path,
     force: bool,
@@ -46,6 +49,7 @@ def train(
     assume: str | None,
     processes: int | None,
     accelerate_config: str | None,
+    as_json: bool,
 ) -> None:
     """Train a LoRA adapter from DOC and commit it as the next adapter version."""
     from dlm.engine.train import TrainOptions, run_training
@@ -62,6 +66,9 @@ def train(
         ),
         err_console,
     )
+    if as_json:
+        print_json(_as_json(doc, result))
+        return
     if not result.version:
         console.print(
             f"this machine's ranks finished in {result.seconds:.1f} s; machine 0 commits the adapter"
@@ -76,3 +83,32 @@ def train(
     console.print(f"  log      {result.log_path}")
     if result.plot_path:
         console.print(f"  loss     {result.plot_path}")
+
+
+def _as_json(doc: Path, result: Any) -> dict[str, Any]:
+    """What ``--json`` prints; the details come from the committed training_run.json."""
+    committed = bool(result.version)
+    run_path = result.adapter_dir / "training_run.json" if committed else None
+    run: dict[str, Any] = {}
+    if run_path is not None and run_path.is_file():
+        run = json.loads(run_path.read_text())
+    speed = run.get("speed", {})
+    return {
+        "document": str(doc),
+        "dlm_id": run.get("dlm_id"),
+        "committed": committed,  # false on a machine other than machine 0
+        "adapter_version": result.version or None,
+        "adapter": str(result.adapter_dir) if committed else None,
+        "training_run": str(run_path) if run_path is not None else None,
+        "log": str(result.log_path) if committed else None,
+        "loss_plot": str(result.plot_path) if result.plot_path else None,
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "seconds": result.seconds,
+        "startup_seconds": result.startup_seconds,
+        "world_size": run.get("world_size"),
+        "strategy": run.get("strategy"),
+        "levers": speed.get("levers"),
+        "vision_features": speed.get("vision_features"),
+        "examples": run.get("data", {}).get("examples"),
+    }

@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import attrs
 import click
 
-from dlm.cli.output import console
+from dlm.cli.output import console, err_console, json_option, print_json
 from dlm.errors import DlmError, StoreError
+
+
+def _checked(paths: Any) -> dict[str, int] | None:
+    """What the manifest lists (what was re-hashed); None when it cannot be read."""
+    from dlm.store.manifest import load_manifest
+
+    try:
+        manifest = load_manifest(paths)
+    except DlmError:
+        return None
+    return {
+        "blobs": len(manifest.blobs),
+        "adapters": len(manifest.adapters),
+        "exports": len(manifest.exports),
+    }
 
 
 @click.command("verify")
 @click.argument("doc", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def verify(doc: Path) -> None:
+@json_option()
+def verify(doc: Path, as_json: bool) -> None:
     """Re-hash blobs, adapter versions and exports; exit 1 on any mismatch."""
     from dlm.format import parse_file
     from dlm.store.adapters import list_versions
@@ -30,16 +48,39 @@ def verify(doc: Path) -> None:
             subject="verify",
         )
     problems = verify_store(paths)
-    for problem in problems:
-        mark = "[red]✗[/red]" if problem.is_error else "[yellow]![/yellow]"
-        console.print(f"{mark} {problem.kind}: {problem.path}: {problem.message}")
     errors = [p for p in problems if p.is_error]
-    if errors:
-        raise DlmError(
+    failure = (
+        DlmError(
             f"{len(errors)} problem{'s' if len(errors) != 1 else ''} in {paths.root}",
             hint="retrain (`dlm train`) or re-export (`dlm export`) to replace damaged files",
             subject="verify",
         )
+        if errors
+        else None
+    )
+    if as_json:
+        print_json(
+            {
+                "document": str(doc),
+                "dlm_id": paths.dlm_id,
+                "store": str(paths.root),
+                "ok": not errors,
+                "problems": [attrs.asdict(p) for p in problems],
+                "errors": len(errors),
+                "leftovers": len(problems) - len(errors),
+                "checked": _checked(paths),
+                "versions": list_versions(paths),
+            }
+        )
+        if failure is not None:  # the report is the result; the message and exit 1 as ever
+            err_console.print(failure.render(), style="bold red", markup=False, highlight=False)
+            click.get_current_context().exit(failure.exit_code)
+        return
+    for problem in problems:
+        mark = "[red]✗[/red]" if problem.is_error else "[yellow]![/yellow]"
+        console.print(f"{mark} {problem.kind}: {problem.path}: {problem.message}")
+    if failure is not None:
+        raise failure
     leftovers = len(problems) - len(errors)
     suffix = (
         f" ({leftovers} leftover{'s' if leftovers != 1 else ''} of interrupted work, cleaned by the next command)"
