@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -171,17 +174,69 @@ def test_caption_that_is_not_utf8(tmp_path: Path) -> None:
         expand_sources(document(tmp_path, "    - path: f\n"))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+NOBODY = 65534  # the conventional uid/gid of "nobody"
+
+
+def _expand_as_nobody(doc: Document) -> dict[str, object]:
+    """``expand_sources(doc)`` in a forked child that dropped root, since root
+    reads any folder (and CI runs as root). Returns what it raised."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                expand_sources(doc)
+                result: dict[str, object] = {"raised": None}
+            except DocumentError as exc:
+                result = {"raised": "DocumentError", "message": exc.message, "line": exc.line}
+                result["path"] = exc.path
+            except BaseException as exc:  # reported, so a broken child cannot pass
+                result = {"raised": repr(exc)}
+            os.write(write_end, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    assert data, "the unprivileged child died before reporting"
+    return json.loads(data)  # type: ignore[no-any-return]
+
+
 def test_unreadable_subfolder_is_an_error_not_a_silent_skip(tmp_path: Path) -> None:
-    write(tmp_path / "f" / "a.png")
-    locked = tmp_path / "f" / "locked"
-    write(locked / "b.png")
-    locked.chmod(0)
+    # pytest's tmp_path is private to its owner; nobody must reach the files.
+    shared = Path(tempfile.mkdtemp(prefix="dlm-unreadable-")) if os.geteuid() == 0 else tmp_path
+    shared.chmod(0o755)
     try:
-        with pytest.raises(DocumentError, match=r"cannot read folder .*locked of source 'f'"):
-            expand_sources(document(tmp_path, "    - path: f\n"))
+        write(shared / "f" / "a.png")
+        locked = shared / "f" / "locked"
+        write(locked / "b.png")
+        doc = document(shared, "    - path: f\n")
+        # readable, the folder expands (and every module the expansion needs
+        # is loaded before the child loses access to the interpreter's files)
+        assert len(images(expand_sources(doc))) == 2
+        locked.chmod(0)
+        try:
+            if os.geteuid() == 0:
+                raised = _expand_as_nobody(doc)
+            else:
+                with pytest.raises(DocumentError) as info:
+                    expand_sources(doc)
+                raised = {"raised": "DocumentError", "message": info.value.message}
+                raised |= {"line": info.value.line, "path": info.value.path}
+        finally:
+            locked.chmod(0o755)
     finally:
-        locked.chmod(0o755)
+        if shared != tmp_path:
+            shutil.rmtree(shared)
+    assert raised["raised"] == "DocumentError", raised
+    assert re.search(r"cannot read folder .*locked of source 'f'", str(raised["message"])), raised
+    # placed: at the directive's line in the document
+    assert (raised["path"], raised["line"]) == (str(shared / "doc.dlm"), 7), raised
 
 
 def test_listing_errors_stop_the_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
