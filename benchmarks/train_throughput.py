@@ -15,6 +15,10 @@ when Triton is available (CUDA) and every position in tiles elsewhere.
 
 Configurations (``--config``):
     tiny   the family's offline tiny base, loaded as ``dlm train`` loads it.
+    wide   like mid, but with a language model deep and wide enough (16 layers
+           x 1024) that its layers, not the LM head, are most of a token's
+           work (~243M multiply-adds in the layers against ~155M in a 152k
+           head): the levers measured where the head does not flatter them.
     mid    tens of millions of parameters with the real vocabulary and the
            real image-token count (Qwen2-VL 672² = 576 tokens, PaliGemma 224²
            = 256, InternVL one 448² tile = 256, Mistral 1540² = 3080): narrow,
@@ -75,6 +79,8 @@ FAMILIES = {
 #: The mid-size towers: narrow and shallow, so a step fits 2 CPU cores.
 MID_TEXT = {"layers": 4, "hidden": 128, "intermediate": 512, "heads": 4, "kv_heads": 2}
 MID_VISION = {"layers": 4, "hidden": 128, "intermediate": 512, "heads": 4}
+#: The wide shape: an LM whose layers outweigh its head, the vision tower as mid.
+WIDE_TEXT = {"layers": 16, "hidden": 1024, "intermediate": 4096, "heads": 16, "kv_heads": 4}
 
 #: Completions of realistic length (a caption sentence or two, ~25-35 tokens)
 #: on the recall figures; the prompt asks about the image.
@@ -108,7 +114,7 @@ def _dims(real: Any, config: str) -> dict[str, Any]:
                 "heads": v.num_heads,
             },
         }
-    text = dict(MID_TEXT, vocab=real.text.vocab_size)
+    text = dict(WIDE_TEXT if config == "wide" else MID_TEXT, vocab=real.text.vocab_size)
     if real.family == "paligemma":
         text["kv_heads"] = 1  # Gemma 2B is multi-query
     text["head_dim"] = text["hidden"] // text["heads"]
@@ -632,7 +638,7 @@ def _print_table(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", choices=sorted(FAMILIES), default="qwen2")
-    parser.add_argument("--config", choices=("tiny", "mid", "full"), default="mid")
+    parser.add_argument("--config", choices=("tiny", "mid", "wide", "full"), default="mid")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=6, help="measured steps per path")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up steps per path")

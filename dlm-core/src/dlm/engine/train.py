@@ -251,12 +251,17 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
     with StoreLock(paths.lock_file, command="dlm train"):
         image_bytes = sum(image.size for image in prepared.images) + _MANIFEST_BYTES
         with disk_step("copying the document's images into the store", paths.blobs, image_bytes):
-            blobs = BlobStore(paths.blobs)
-            refs = store_images(list(prepared.images), blobs)
-            example_set = build_examples(prepared.doc, family, refs)
             manifest = load_manifest(paths)
             manifest.document = str(Path(doc_path).resolve())
             manifest.base_model = base.key
+            if not paths.manifest.is_file():
+                # A new store gets its manifest before its first blob: a run killed
+                # while copying images then leaves unrecorded blobs (a warning that
+                # the next train clears), never a store with content and no manifest.
+                save_manifest(paths, manifest)
+            blobs = BlobStore(paths.blobs)
+            refs = store_images(list(prepared.images), blobs)
+            example_set = build_examples(prepared.doc, family, refs)
             for image in prepared.images:
                 manifest.add_blob(image.sha256, image.size, image.source)
             if acceptance is not None:
