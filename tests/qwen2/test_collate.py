@@ -19,7 +19,9 @@ def _ref(name: str) -> ImageRef:
 def _image(tiny: TinyQwen2, colour: tuple[int, int, int]):
     from PIL import Image
 
-    return tiny.family.prepare_image(tiny.base, Image.new("RGB", (140, 90), colour))
+    # square and larger than the pinned 112²: prepared down to 112² (16 tokens) whether the
+    # family stretches or keeps the aspect ratio (Qwen2-VL keeps it: tests/qwen2/test_tiny_base.py)
+    return tiny.family.prepare_image(tiny.base, Image.new("RGB", (168, 168), colour))
 
 
 @pytest.fixture(scope="module")
