@@ -88,11 +88,21 @@ def write_recipe(folder: Path, base: str) -> Path:
     return doc
 
 
-def timed_train(doc: Path, env: dict[str, str], force: bool) -> dict[str, Any]:
-    """``dlm train DOC`` in a subprocess; wall time to exit, plus its training_run.json."""
+def timed_train(
+    doc: Path, env: dict[str, str], force: bool, dlm: list[str] | None = None
+) -> dict[str, Any]:
+    """``dlm train DOC`` in a subprocess; wall time to exit, plus its training_run.json.
+
+    ``dlm`` is the command that runs dlm (default ``python -m dlm``).
+    """
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "dlm", "train", str(doc), *(["--force"] if force else [])],
+        [
+            *(dlm or [sys.executable, "-m", "dlm"]),
+            "train",
+            str(doc),
+            *(["--force"] if force else []),
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -45,9 +45,7 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -203,34 +201,12 @@ def write_document(folder: Path, base: str, epochs: int) -> Path:
 
 
 def timed_run(doc: Path, env: dict[str, str], wrapper: bool) -> dict[str, Any]:
-    from seed_recipe import DLM_ID
+    """The seed recipe's timed ``dlm train``, on a fresh store (a cold feature cache)."""
+    from seed_recipe import DLM_ID, timed_train
 
-    shutil.rmtree(Path(env["DLM_HOME"]) / "store" / DLM_ID, ignore_errors=True)  # cold
-    cmd = (
-        [sys.executable, __file__, "--as-dlm", "train", str(doc), "--force"]
-        if wrapper
-        else [sys.executable, "-m", "dlm", "train", str(doc), "--force"]
-    )
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"dlm train failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    adapter = next(
-        line.split(None, 1)[1].strip()
-        for line in proc.stdout.splitlines()
-        if line.strip().startswith("adapter ")
-    )
-    run = json.loads((Path(adapter) / "training_run.json").read_text())
-    return {
-        "wall_s": round(wall, 2),
-        "steps": run["results"]["steps"],
-        "train_loop_s": run["results"]["seconds"],
-        "startup_to_first_step_s": run["results"]["startup_to_first_step_s"],
-        "micro_batch": run["plan"]["micro_batch"],
-        "levers": run["speed"]["levers"],
-        "vision_features": run["speed"]["vision_features"],
-    }
+    shutil.rmtree(Path(env["DLM_HOME"]) / "store" / DLM_ID, ignore_errors=True)
+    dlm = [sys.executable, __file__, "--as-dlm"] if wrapper else None
+    return timed_train(doc, env, force=True, dlm=dlm)
 
 
 def _spread(values: list[float]) -> dict[str, float]:

@@ -101,3 +101,21 @@ def start_long_run(doc: Path, *args: str, **env: str) -> tuple[subprocess.Popen[
         proc.wait()
         raise
     return proc, store
+
+
+def trained_recall(folder: Path, base: str, **training: object) -> tuple[Path, list]:
+    """A recall document on ``base`` in ``folder``, trained once through the CLI."""
+    doc, rows = write_recall_document(folder, base, training=dict(training) or None)
+    result = run_dlm("train", doc)
+    assert result.returncode == 0, result.stderr
+    return doc, rows
+
+
+def clean_error(result, code: int, subject: str) -> str:
+    """The stderr of a failed command, checked for its exit code, subject and no traceback."""
+    import re
+
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert re.search(rf"(^|\n){re.escape(subject)}: ", result.stderr), result.stderr
+    return result.stderr

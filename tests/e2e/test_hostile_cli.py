@@ -4,34 +4,23 @@ code and no traceback, and leaves the store (and the user's folders) as they wer
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_dlm
-from tests.e2e.recall import store_of, write_recall_document
+from tests.e2e.recall import clean_error, store_of, trained_recall
 
 pytestmark = pytest.mark.slow
 
 BASE = "tiny-paligemma"
 
 
-def _clean(result, code: int, subject: str) -> str:
-    """The one-line error of a failed command, checked for code, subject and no traceback."""
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    assert re.search(rf"(^|\n){re.escape(subject)}: ", result.stderr), result.stderr
-    return result.stderr
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, session_home: Path):
     os.environ["DLM_HOME"] = str(session_home)
     folder = tmp_path_factory.mktemp("hostile")
-    doc, rows = write_recall_document(folder, BASE, training={"num_epochs": 1})
-    result = run_dlm("train", doc)
-    assert result.returncode == 0, result.stderr
+    doc, rows = trained_recall(folder, BASE, num_epochs=1)
     return folder, doc, rows
 
 
@@ -46,10 +35,10 @@ def test_export_refuses_an_adapter_trained_on_another_base(trained) -> None:
     before = sorted(p.name for p in exports.iterdir()) if exports.is_dir() else []
 
     prompt = run_dlm("prompt", other, "--image", folder / "figures" / "red-circle.png", "what?")
-    assert "trained on tiny-paligemma" in _clean(prompt, 1, "prompt")
+    assert "trained on tiny-paligemma" in clean_error(prompt, 1, "prompt")
 
     exported = run_dlm("export", other)
-    err = _clean(exported, 1, "export")
+    err = clean_error(exported, 1, "export")
     assert "trained on tiny-paligemma" in err and "tiny-qwen2-vl" in err
     after = sorted(p.name for p in exports.iterdir()) if exports.is_dir() else []
     assert after == before, "nothing may be exported for the wrong base"
@@ -65,7 +54,7 @@ def test_verify_of_a_never_trained_document_says_there_is_no_store(tmp_path: Pat
     doc = tmp_path / "fresh.dlm"
     assert run_dlm("init", doc, "--base", BASE).returncode == 0
     result = run_dlm("verify", doc)
-    err = _clean(result, 1, "verify")
+    err = clean_error(result, 1, "verify")
     assert "no store" in err and "dlm train" in err
     assert "intact" not in result.stdout
 
@@ -87,7 +76,7 @@ def test_export_refuses_options_the_target_does_not_take(trained) -> None:
     for args, flag in ((("--quant", "bogus"), "--quant"), (("--no-smoke",), "--no-smoke")):
         out = folder / f"opt{flag}"
         result = run_dlm("export", doc, "--target", "hf-snapshot", *args, "--out", out)
-        err = _clean(result, 2, "export")
+        err = clean_error(result, 2, "export")
         assert f"does not take {flag}" in err
         assert not out.exists()
 
@@ -108,14 +97,14 @@ def test_a_malformed_adapter_version_is_a_usage_error(trained, command: str, ver
 def test_an_unknown_adapter_version_names_the_ones_there_are(trained) -> None:
     _folder, doc, _rows = trained
     result = run_dlm("export", doc, "--adapter-version", "v0099")
-    assert "v0001" in _clean(result, 2, "export")
+    assert "v0001" in clean_error(result, 2, "export")
 
 
 @pytest.mark.parametrize("out", ["/proc/nope/x", "/proc/x", "/dev/null/x"])
 def test_an_impossible_out_folder_is_a_clean_error(trained, out: str) -> None:
     _folder, doc, _rows = trained
     result = run_dlm("export", doc, "--out", out)
-    err = _clean(result, 1, "export")
+    err = clean_error(result, 1, "export")
     assert out in err
     assert "FileNotFoundError" not in err and "Errno" not in err
 
@@ -127,7 +116,7 @@ def test_export_before_training_speaks_as_export(tmp_path: Path) -> None:
     doc = tmp_path / "untrained.dlm"
     assert run_dlm("init", doc, "--base", BASE).returncode == 0
     result = run_dlm("export", doc)
-    err = _clean(result, 1, "export")
+    err = clean_error(result, 1, "export")
     assert "prompt:" not in err and "dlm train" in err
     assert not store_of(doc).exists()
 
@@ -161,7 +150,7 @@ def test_re_export_refuses_to_delete_files_added_to_the_out_folder(trained) -> N
 
     (out / "MY_NOTES.txt").write_text("notes\n")
     refused = run_dlm("export", doc, "--out", out)
-    err = _clean(refused, 1, "export")
+    err = clean_error(refused, 1, "export")
     assert "MY_NOTES.txt" in err
     assert (out / "MY_NOTES.txt").read_text() == "notes\n"
     assert (out / "README.md").is_file(), "the previous export stays too"
@@ -170,12 +159,12 @@ def test_re_export_refuses_to_delete_files_added_to_the_out_folder(trained) -> N
     (out / "MY_NOTES.txt").unlink()
     (out / "README.md").write_text("my edits\n")
     edited = run_dlm("export", doc, "--out", out)
-    assert "README.md" in _clean(edited, 1, "export")
+    assert "README.md" in clean_error(edited, 1, "export")
     assert (out / "README.md").read_text() == "my edits\n"
 
     (out / "README.md").unlink()  # a deleted file loses nothing: replaced
     (out / "drafts").mkdir()  # an empty folder of the user's is theirs
-    assert "drafts/" in _clean(run_dlm("export", doc, "--out", out), 1, "export")
+    assert "drafts/" in clean_error(run_dlm("export", doc, "--out", out), 1, "export")
     (out / "drafts").rmdir()
     redone = run_dlm("export", doc, "--out", out)
     assert redone.returncode == 0, redone.stderr

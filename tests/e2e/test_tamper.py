@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import stat
 import time
 from collections.abc import Iterator
@@ -23,27 +22,18 @@ from PIL import Image
 
 from tests.conftest import run_dlm
 from tests.core.test_images_hostile import hostile_images, portrait_photo
-from tests.e2e.recall import store_of, write_recall_document
+from tests.e2e.recall import clean_error, store_of, trained_recall, write_recall_document
 
 pytestmark = pytest.mark.slow
 
 BASE = "tiny-paligemma"
 
 
-def _clean(result, code: int, subject: str) -> str:
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    assert re.search(rf"(^|\n){re.escape(subject)}: ", result.stderr), result.stderr
-    return result.stderr
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, session_home: Path):
     os.environ["DLM_HOME"] = str(session_home)
     folder = tmp_path_factory.mktemp("tamper")
-    doc, rows = write_recall_document(folder, BASE, training={"num_epochs": 1})
-    result = run_dlm("train", doc)
-    assert result.returncode == 0, result.stderr
+    doc, rows = trained_recall(folder, BASE, num_epochs=1)
     return folder, doc, rows
 
 
@@ -82,7 +72,7 @@ def test_prompt_refuses_a_tampered_adapter(trained) -> None:
     assert run_dlm("prompt", doc, "--image", image, question).returncode == 0
     with flipped(_adapter(doc)):
         refused = run_dlm("prompt", doc, "--image", image, question)
-        err = _clean(refused, 1, "store")
+        err = clean_error(refused, 1, "store")
         assert "adapter_model.safetensors" in err and "does not match the manifest" in err
         assert "dlm verify" in err and refused.stdout == ""
     assert run_dlm("prompt", doc, "--image", image, question).returncode == 0
@@ -94,7 +84,7 @@ def test_export_refuses_a_tampered_adapter_and_records_nothing(trained) -> None:
     before = json.loads(manifest.read_text())["exports"]
     with flipped(_adapter(doc)):
         refused = run_dlm("export", doc)
-        err = _clean(refused, 1, "store")
+        err = clean_error(refused, 1, "store")
         assert "does not match the manifest" in err
     assert json.loads(manifest.read_text())["exports"] == before == {}
     assert not (store_of(doc) / "exports" / "hf-snapshot").exists()
@@ -107,7 +97,7 @@ def test_train_refuses_a_tampered_blob(trained) -> None:
     blob = next(p for p in (store / "blobs").iterdir() if not p.name.startswith("."))
     with flipped(blob):
         refused = run_dlm("train", doc)
-        err = _clean(refused, 1, "store")
+        err = clean_error(refused, 1, "store")
         assert f"blob {blob.name[:12]}" in err and "figures/" in err
         assert f"remove {blob}" in err
         assert "loading" not in err, "refused before the model loads"
@@ -175,7 +165,7 @@ def test_prompt_refuses_odd_images_before_loading_anything(tmp_path: Path) -> No
     for kind, (path, words) in hostile_images(tmp_path / "odd").items():
         started = time.monotonic()
         result = run_dlm("prompt", doc, "--image", path, "What is this?")
-        err = _clean(result, 2, "prompt")
+        err = clean_error(result, 2, "prompt")
         assert f"{path}: " in err and words in err, (kind, err)
         assert "no adapter" not in err, kind
         assert time.monotonic() - started < 30, kind

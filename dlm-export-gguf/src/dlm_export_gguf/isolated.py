@@ -149,9 +149,10 @@ def call(op: str, payload: dict[str, Any], *, what: str, hint: str | None = None
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+                tail = _log_tail(log)
                 raise GGUFExportError(
                     f"llama.cpp did not finish {what} within {timeout:.0f} s and was stopped"
-                    + (f"; its last lines:\n{_log_tail(log)}" if _log_tail(log) else ""),
+                    + (f"; its last lines:\n{tail}" if tail else ""),
                     hint=f"{hint + '; or ' if hint else ''}allow more time with {TIMEOUT_ENV}=SECONDS",
                 ) from None
             except BaseException:  # Ctrl-C: the child must not outlive the command
