@@ -114,16 +114,27 @@ def test_init_and_errors(tmp_path: Path) -> None:
     assert _json(bad, 2)["error"]["exit_code"] == 2
 
 
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    """Every command under ``group``, subcommands of groups (``gguf status``) included."""
+    ctx = click.Context(group)
+    found = []
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None
+        found.append((f"{prefix}{name}", command))
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{prefix}{name} ")
+    return found
+
+
 def test_every_json_option_is_documented() -> None:
     """A command with --json missing from docs/json.md fails here."""
     text = (REPO / "docs" / "json.md").read_text()
-    ctx = click.Context(cli)
-    names = []
-    for name in cli.list_commands(ctx):
-        command = cli.get_command(ctx, name)
-        assert command is not None
-        if any("--json" in getattr(p, "opts", ()) for p in command.params):
-            names.append(name)
+    names = [
+        name
+        for name, command in _commands(cli)
+        if any("--json" in getattr(p, "opts", ()) for p in command.params)
+    ]
     assert {
         "show",
         "doctor",
@@ -134,6 +145,22 @@ def test_every_json_option_is_documented() -> None:
         "train",
         "prompt",
         "init",
+        "gguf fetch",
+        "gguf status",
+        "gguf probe",
+        "gguf verify",
     } <= set(names)
     missing = [n for n in names if f"## `dlm {n}" not in text]
     assert not missing, f"docs/json.md has no section for: {missing}"
+
+
+def test_every_reporting_command_takes_json() -> None:
+    """Only commands that print nothing of their own may lack --json."""
+    silent = {"gguf"}  # a group: its subcommands report
+    lacking = [
+        name
+        for name, command in _commands(cli)
+        if name not in silent
+        and not any("--json" in getattr(p, "opts", ()) for p in command.params)
+    ]
+    assert not lacking, f"commands without --json: {lacking}"

@@ -57,3 +57,57 @@ def test_bad_override_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "has no convert_hf_to_gguf.py" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _one_object(result) -> dict:
+    import json
+
+    assert result.returncode in (0, 1), result.stderr
+    return json.loads(result.stdout)  # exactly one object: json.loads refuses anything after it
+
+
+def test_gguf_commands_take_json(pinned_converter, tmp_path: Path) -> None:
+    """`dlm gguf fetch|status|probe|verify --json`: one object on stdout (docs/json.md)."""
+    fetched = _one_object(run_dlm("gguf", "fetch", "--json"))
+    assert fetched["origin"] == "pinned" and Path(fetched["root"]).is_dir()
+
+    status = _one_object(run_dlm("gguf", "status", "--json"))
+    assert status["pinned"]["llama_cpp"] == "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
+    assert status["converter"]["root"] == fetched["root"]
+    assert status["runtime"]["usable"] is True and status["runtime"]["version"] == "0.3.36"
+    assert {"cpu", "system_info", "extra_bufts", "amx", "setting"} <= status["host"].keys()
+
+    probe = _one_object(
+        run_dlm("gguf", "probe", "PaliGemmaForConditionalGeneration", "NoSuchArch", "--json")
+    )
+    verdicts = {v["architecture"]: v["verdict"] for v in probe["verdicts"]}
+    assert verdicts == {
+        "PaliGemmaForConditionalGeneration": "UNSUPPORTED",
+        "NoSuchArch": "UNSUPPORTED",
+    }
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "a.gguf").write_bytes(b"GGUF")
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(b"GGUF").hexdigest()
+    manifest = {"files": {"a.gguf": {"size": 4, "sha256": digest}}}
+    (export / "export_manifest.json").write_text(json.dumps(manifest))
+    ok = run_dlm("gguf", "verify", export, "--json")
+    assert ok.returncode == 0 and _one_object(ok) == {
+        "export_dir": str(export), "ok": True, "problems": []
+    }  # fmt: skip
+    (export / "a.gguf").write_bytes(b"GGUX")
+    bad = run_dlm("gguf", "verify", export, "--json")
+    assert bad.returncode == 1
+    assert _one_object(bad)["problems"] == ["a.gguf: sha256 differs from the manifest"]
+
+
+def test_a_gguf_command_error_under_json_is_one_object(tmp_path: Path) -> None:
+    result = run_dlm("gguf", "status", "--json", env={"DLM_LLAMA_CPP": str(tmp_path)})
+    assert result.returncode == 1
+    error = _one_object(result)["error"]
+    assert error["subject"] == "gguf" and "has no convert_hf_to_gguf.py" in error["message"]
+    assert "has no convert_hf_to_gguf.py" in result.stderr and "Traceback" not in result.stderr

@@ -1,7 +1,8 @@
 """The dlm plugin: the ``gguf`` and ``ollama`` export targets and the ``dlm gguf`` commands.
 
 Importing this module stays cheap (no torch, no llama.cpp): the CLI loads it
-for ``dlm --help`` and ``dlm plugins``.
+for ``dlm --help`` and ``dlm plugins``. Errors are :class:`GGUFExportError`
+(a ``dlm.errors.DlmError``): the CLI prints them, as JSON too under ``--json``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from dlm import hookimpl
 
@@ -17,8 +18,7 @@ if TYPE_CHECKING:
     import click
 
     from dlm.records import Exporter
-
-T = TypeVar("T")
+    from dlm_export_gguf.llama_cpp import ConverterSource
 
 
 @hookimpl
@@ -33,6 +33,8 @@ def register_exporters(register: Callable[[Exporter], None]) -> None:
 def register_commands(cli: click.Group) -> None:
     import click
 
+    from dlm import json_option, print_json
+
     @cli.group("gguf")
     def gguf() -> None:
         """The pinned llama.cpp behind `dlm export --target gguf|ollama`."""
@@ -43,58 +45,59 @@ def register_commands(cli: click.Group) -> None:
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help="Use this llama-cpp-python sdist instead of downloading it with pip.",
     )
-    def fetch(sdist: Path | None) -> None:
+    @json_option()
+    def fetch(sdist: Path | None, as_json: bool) -> None:
         """Put the pinned converter under $DLM_HOME/llama.cpp/<commit>/."""
         from dlm_export_gguf.llama_cpp import fetch_converter
 
-        source = _or_exit(lambda: fetch_converter(sdist=sdist, log=click.echo))
-        click.echo(f"converter ready: {source.describe()} at {source.root}")
+        # with --json, stdout is the one object: progress goes to stderr
+        log = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+        source = fetch_converter(sdist=sdist, log=log)
+        if as_json:
+            print_json(_source_record(source))
+        else:
+            click.echo(f"converter ready: {source.describe()} at {source.root}")
 
     @gguf.command("status")
-    def status() -> None:
-        """Show the pinned revision, the converter in use and the runtime."""
-        from dlm_export_gguf.llama_cpp import (
-            LLAMA_CPP_COMMIT,
-            LLAMA_CPP_PYTHON_VERSION,
-            override_source,
-            pinned_source,
-            runtime_info,
-        )
-
+    @json_option()
+    def status(as_json: bool) -> None:
+        """Show the pinned revision, the converter in use, the runtime and this host."""
+        report = _status()
+        if as_json:
+            print_json(report)
+            return
+        pinned = report["pinned"]
         click.echo(
-            f"pinned: llama.cpp {LLAMA_CPP_COMMIT} (llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION})"
+            f"pinned: llama.cpp {pinned['llama_cpp']} "
+            f"(llama-cpp-python=={pinned['llama_cpp_python']})"
         )
-        override = _or_exit(override_source)
-        pinned = pinned_source()
-        if override is not None:
-            click.echo(f"converter: {override.describe()} (overrides the pin)")
-        elif pinned is not None:
-            click.echo(f"converter: {pinned.describe()} at {pinned.root}")
-        else:
+        converter = report["converter"]
+        if converter is None:
             click.echo(
                 "converter: not fetched (run `dlm gguf fetch`; exports fetch it on first use)"
             )
-        info = runtime_info()
-        if not info.installed or info.error:
-            click.echo(f"runtime: unusable: {info.error}")
+        elif converter["origin"] == "pinned":
+            click.echo(f"converter: {converter['describe']} at {converter['root']}")
         else:
-            mark = "" if info.matches_pin else f" (expected {LLAMA_CPP_PYTHON_VERSION})"
-            click.echo(f"runtime: llama-cpp-python {info.version}{mark}, multimodal (libmtmd)")
-            from dlm_export_gguf import isolated
-
-            machine = _or_exit(isolated.host)
-            setting = os.environ.get(isolated.EXTRA_BUFTS_ENV, "auto")
-            click.echo(f"host: {machine.cpu}")
-            click.echo(f"host: llama.cpp system info: {machine.system_info}")
-            click.echo(
-                f"host: extra buffer types (AMX/repacked weights) "
-                f"{'on' if machine.extra_bufts else 'off'} "
-                f"({isolated.EXTRA_BUFTS_ENV}={setting})"
-            )
+            click.echo(f"converter: {converter['describe']} (overrides the pin)")
+        runtime = report["runtime"]
+        if not runtime["usable"]:
+            click.echo(f"runtime: unusable: {runtime['error']}")
+            return
+        mark = "" if runtime["matches_pin"] else f" (expected {pinned['llama_cpp_python']})"
+        click.echo(f"runtime: llama-cpp-python {runtime['version']}{mark}, multimodal (libmtmd)")
+        host = report["host"]
+        click.echo(f"host: {host['cpu']}")
+        click.echo(f"host: llama.cpp system info: {host['system_info']}")
+        click.echo(
+            f"host: extra buffer types (AMX/repacked weights) "
+            f"{'on' if host['extra_bufts'] else 'off'} ({host['setting_env']}={host['setting']})"
+        )
 
     @gguf.command("probe")
     @click.argument("architectures", nargs=-1)
-    def probe_cmd(architectures: tuple[str, ...]) -> None:
+    @json_option()
+    def probe_cmd(architectures: tuple[str, ...], as_json: bool) -> None:
         """GGUF verdicts for ARCHITECTURES (default: the VL architectures dlm knows)."""
         from rich.console import Console
         from rich.table import Table
@@ -102,39 +105,91 @@ def register_commands(cli: click.Group) -> None:
         from dlm_export_gguf.probe import KNOWN_VL_ARCHITECTURES, registrations, verdict_for_arch
 
         regs, origin = registrations()
+        verdicts = [
+            (arch, verdict_for_arch(arch, None, regs))
+            for arch in architectures or KNOWN_VL_ARCHITECTURES
+        ]
+        if as_json:
+            print_json(
+                {
+                    "revision": regs.revision,
+                    "origin": origin,
+                    "verdicts": [
+                        {"architecture": arch, "verdict": r.verdict.value, "why": r.reason}
+                        for arch, r in verdicts
+                    ],
+                }
+            )
+            return
         table = Table(
             title=f"GGUF verdicts at llama.cpp {regs.revision[:9]} (from {origin})",
             title_justify="left",
         )
         for column in ("architecture", "verdict", "why"):
             table.add_column(column, overflow="fold")
-        for arch in architectures or KNOWN_VL_ARCHITECTURES:
-            result = verdict_for_arch(arch, None, regs)
+        for arch, result in verdicts:
             table.add_row(arch, result.verdict.value, result.reason)
         Console().print(table)
 
     @gguf.command("verify")
     @click.argument("export_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-    def verify(export_dir: Path) -> None:
+    @json_option()
+    def verify(export_dir: Path, as_json: bool) -> None:
         """Check a GGUF export's files against its manifest (sizes and sha256)."""
         from dlm_export_gguf.manifest import verify_export
 
         problems = verify_export(export_dir)
         for problem in problems:
             click.echo(f"{export_dir}: {problem}", err=True)
+        if as_json:
+            print_json({"export_dir": str(export_dir), "ok": not problems, "problems": problems})
+        elif not problems:
+            click.echo(f"{export_dir}: every file matches export_manifest.json")
         if problems:
             raise SystemExit(1)
-        click.echo(f"{export_dir}: every file matches export_manifest.json")
 
 
-def _or_exit(fn: Callable[[], T]) -> T:
-    """Run ``fn``; a GGUFExportError becomes a one-line message and exit 1."""
-    import click
+def _source_record(source: ConverterSource) -> dict[str, Any]:
+    return {
+        "origin": source.origin,
+        "revision": source.revision,
+        "root": str(source.root),
+        "describe": source.describe(),
+    }
 
-    from dlm_export_gguf.errors import GGUFExportError
 
-    try:
-        return fn()
-    except GGUFExportError as exc:
-        click.echo(exc.render(), err=True)
-        raise SystemExit(exc.exit_code) from None
+def _status() -> dict[str, Any]:
+    """What `dlm gguf status` reports, as one record (its text and its --json)."""
+    from dlm_export_gguf import isolated
+    from dlm_export_gguf.llama_cpp import (
+        LLAMA_CPP_COMMIT,
+        LLAMA_CPP_PYTHON_VERSION,
+        override_source,
+        pinned_source,
+        runtime_info,
+    )
+
+    source = override_source() or pinned_source()
+    info = runtime_info()
+    usable = info.installed and not info.error
+    host = None
+    if usable:
+        machine = isolated.host()
+        host = {
+            **machine.as_record(),
+            "amx": machine.amx,
+            "setting_env": isolated.EXTRA_BUFTS_ENV,
+            "setting": os.environ.get(isolated.EXTRA_BUFTS_ENV, "auto"),
+        }
+    return {
+        "pinned": {"llama_cpp": LLAMA_CPP_COMMIT, "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION},
+        "converter": None if source is None else _source_record(source),
+        "runtime": {
+            "usable": usable,
+            "installed": info.installed,
+            "version": info.version,
+            "matches_pin": info.matches_pin,
+            "error": info.error,
+        },
+        "host": host,
+    }
