@@ -124,19 +124,6 @@ def test_labels_cover_only_the_completion_and_end_of_turn(
     assert default.startswith("<|im_start|>system\n你是书生·万象")
 
 
-def test_padding_is_on_the_right_and_never_labelled(tiny_internvl: TinyInternVL, mixed) -> None:
-    _, _, batch = mixed
-    pad = tiny_internvl.processor.tokenizer.pad_token_id
-    for row in range(4):
-        attention = batch["attention_mask"][row].tolist()
-        length = sum(attention)
-        assert attention == [1] * length + [0] * (len(attention) - length)
-        assert (batch["input_ids"][row][length:] == pad).all()
-        assert (batch["labels"][row][length:] == -100).all()
-    assert int(batch["attention_mask"].sum(dim=1).max()) == batch["input_ids"].shape[1]
-    assert set(batch) == {"input_ids", "attention_mask", "labels", "pixel_values"}
-
-
 def test_each_tile_brings_its_context_tokens(tiny_internvl: TinyInternVL, mixed) -> None:
     _, _, batch = mixed
     tokenizer = tiny_internvl.processor.tokenizer

@@ -6,31 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from dlm_vl_mistral import tiny as tiny_build
 from dlm_vl_mistral.bases import TINY_PARAMS, TINY_VOCAB
 from dlm_vl_mistral.family import Mistral3Family, pin_template_date
 
 from dlm.family import TINY_MARKER
 from dlm.records import BaseSpec
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != TINY_MARKER
-    }
-
-
-@pytest.mark.slow
-def test_two_builds_are_byte_identical(tiny: BaseSpec, tmp_path: Path, tiny_dir: Path) -> None:
-    tiny_build.build(tiny, tmp_path / "again")
-    first, second = _files(tiny_dir), _files(tmp_path / "again")
-    assert sorted(first) == sorted(second)
-    assert "model.safetensors" in first and "tokenizer.json" in first
-    different = [name for name in first if first[name] != second[name]]
-    assert not different
 
 
 def test_materialize_builds_once_with_a_marker(

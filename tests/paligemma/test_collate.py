@@ -86,21 +86,6 @@ def test_labels_cover_only_the_completion_and_eos(
         assert types == [0] * start + [1] * (len(ids) - start)
 
 
-def test_padding_is_on_the_right_and_never_labelled(
-    tiny_paligemma: TinyPaliGemma, rows: tuple[list[TrainingExample], list[list[Any]]]
-) -> None:
-    examples, images = rows
-    family, base, processor = tiny_paligemma.family, tiny_paligemma.base, tiny_paligemma.processor
-    batch = family.collate(base, processor, examples[:2], images[:2])
-    mask = batch["attention_mask"]
-    lengths = mask.sum(dim=1).tolist()
-    assert lengths[0] != lengths[1], "the two rows must differ in length for this test"
-    for i, length in enumerate(lengths):
-        assert mask[i, :length].all() and not mask[i, length:].any()
-        assert (batch["labels"][i, length:] == -100).all()
-        assert (batch["input_ids"][i, length:] == processor.tokenizer.pad_token_id).all()
-
-
 def test_count_tokens_matches_the_collated_row(
     tiny_paligemma: TinyPaliGemma, rows: tuple[list[TrainingExample], list[list[Any]]]
 ) -> None:

@@ -6,27 +6,11 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.paligemma.conftest import TinyPaliGemma
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.mark.slow
-def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
-    from dlm_vl_paligemma.bases import tiny_base
-    from dlm_vl_paligemma.tiny import build
-
-    build(tiny_base(), tmp_path / "a")
-    build(tiny_base(), tmp_path / "b")
-    files_a = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert files_a == sorted(p.name for p in (tmp_path / "b").iterdir())
-    assert "model.safetensors" in files_a and not any(f.endswith(".bin") for f in files_a)
-    for name in files_a:
-        assert _sha256(tmp_path / "a" / name) == _sha256(tmp_path / "b" / name), name
 
 
 def test_materialize_is_idempotent_and_marked(tiny_paligemma: TinyPaliGemma) -> None:
