@@ -30,9 +30,13 @@ def _packages() -> list[str]:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff: lint and formatting."""
+    """ruff, then the import contracts (pyproject.toml [tool.importlinter])."""
+    from pathlib import Path
+
     paths = [*SOURCES, *[p for p in _packages() if p != "dlm-core"]]
     session.run(PY, "-m", "ruff", "check", *paths)
+    # lint-imports sits beside the interpreter; CI does not put .venv/bin on PATH.
+    session.run(str(Path(PY).parent / "lint-imports"), "--no-cache")
 
 
 @nox.session

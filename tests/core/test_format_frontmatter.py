@@ -299,6 +299,9 @@ def test_choice_hint_suggests_the_close_value() -> None:
 def test_required_keys() -> None:
     exc = error("", head=f"---\ndlm_id: {ULID}\ndlm_version: 10\n")
     assert at(exc) == (1, 1, "the frontmatter is missing the required key 'base_model'")
+    assert exc.hint == (
+        "every document needs dlm_id, dlm_version and base_model; `dlm init` writes them"
+    )
     exc = error("", head="---\ndlm_version: 10\nbase_model: x\n")
     assert at(exc) == (1, 1, "the frontmatter is missing the required key 'dlm_id'")
     exc = error("", head=f"---\ndlm_id: {ULID}\nbase_model: x\n")
@@ -327,7 +330,9 @@ def test_dlm_version_type() -> None:
 
 
 def test_frontmatter_must_be_a_mapping() -> None:
-    assert at(error("", head="---\n# only a comment\n")) == (1, 1, "the frontmatter is empty")
+    empty = error("", head="---\n# only a comment\n")
+    assert at(empty) == (1, 1, "the frontmatter is empty")
+    assert empty.hint == "write 'key: value' lines: dlm_id, dlm_version and base_model are required"
     assert at(error("", head="---\n- a\n- b\n")) == (
         2,
         1,

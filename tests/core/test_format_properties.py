@@ -23,8 +23,8 @@ from dlm.format import (
     parse,
     serialize,
 )
+from dlm.format.checks import ULID_ALPHABET
 from dlm.format.document import DEFAULT_IMAGE_INCLUDE
-from dlm.format.schema import ULID_ALPHABET
 from dlm.format.sections import code_mask, looks_like_fence
 
 PROPERTY_SETTINGS = settings(

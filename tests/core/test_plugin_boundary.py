@@ -1,15 +1,21 @@
-"""Every plugin in this repository keeps to the contract: core's public API only, cheap imports."""
+"""Every plugin in this repository keeps to the contract: core's public API only, cheap imports.
+
+`lint-imports` (tests/core/test_import_contracts.py, nox -s lint) checks the imports;
+these tests keep its contracts in step with the plugin packages and dlm.PUBLIC_API.
+"""
 
 from __future__ import annotations
 
-import ast
+import pkgutil
 import subprocess
 import sys
+import tomllib
 from importlib import metadata
-from pathlib import Path
+from typing import Any
 
 import pytest
 
+import dlm
 from dlm import PUBLIC_API
 from tests.conftest import REPO
 
@@ -27,20 +33,30 @@ def test_every_plugin_package_is_found() -> None:
     assert {"dlm_vl_qwen2", "dlm_vl_paligemma", "dlm_vl_mistral", "dlm_vl_internvl"} <= names
 
 
-@pytest.mark.parametrize("package", PLUGIN_PACKAGES, ids=lambda p: p.name)
-def test_plugin_imports_only_the_public_core_api(package: Path) -> None:
-    for module in sorted(package.rglob("*.py")):
-        tree = ast.parse(module.read_text(), filename=str(module))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            else:
-                continue
-            for name in names:
-                if name == "dlm" or name.startswith("dlm."):
-                    assert name in PUBLIC_API, f"{module.relative_to(REPO)} imports {name}"
+def _importlinter_config() -> dict[str, Any]:
+    """pyproject.toml's [tool.importlinter]: what `lint-imports` checks."""
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+
+
+def _contract(contract_id: str) -> dict[str, Any]:
+    return next(c for c in _importlinter_config()["contracts"] if c["id"] == contract_id)
+
+
+def test_the_import_contracts_cover_every_plugin_package() -> None:
+    """A new plugin package is checked as soon as it exists, not when someone remembers."""
+    plugins = {p.name for p in PLUGIN_PACKAGES}
+    assert set(_importlinter_config()["root_packages"]) == {"dlm"} | plugins
+    assert set(_contract("core-imports-no-plugin")["forbidden_modules"]) == plugins
+    assert set(_contract("plugins-use-public-api")["source_modules"]) == plugins
+    assert set(_contract("plugins-independent")["modules"]) == plugins
+
+
+def test_plugins_may_import_exactly_the_public_api() -> None:
+    """The forbidden list is every direct child of dlm that dlm.PUBLIC_API leaves out."""
+    children = {f"dlm.{m.name}" for m in pkgutil.iter_modules(dlm.__path__)}
+    assert set(PUBLIC_API) - {"dlm"} <= children
+    forbidden = _contract("plugins-use-public-api")["forbidden_modules"]
+    assert set(forbidden) == children - set(PUBLIC_API)
 
 
 def _entry_points() -> list[metadata.EntryPoint]:

@@ -1,6 +1,6 @@
-"""The parsed form of a ``.dlm`` document.
+"""The parsed form of a ``.dlm`` document; its frontmatter records declare the schema.
 
-Records only: :mod:`dlm.format.parser` builds them, :mod:`dlm.format.serializer`
+:mod:`dlm.format.parser` builds these records, :mod:`dlm.format.serializer`
 writes them back. Source positions (``line``) are kept for error messages
 but do not take part in equality, so ``parse(serialize(doc)) == doc``.
 """
@@ -13,18 +13,51 @@ from typing import Any
 
 import attrs
 
+from dlm.format import checks
+from dlm.format.checks import setting
+
 CURRENT_VERSION = 10
 
 DEFAULT_IMAGE_INCLUDE = ("**/*.png", "**/*.jpg", "**/*.jpeg", "**/*.webp", "**/*.gif", "**/*.bmp")
+
+ADAPTERS = ("lora",)
+LR_SCHEDULERS = ("cosine", "linear", "constant")
+PRECISIONS = ("bf16", "fp16", "fp32")
+_MAX_SEED = 2**32 - 1
+
+# ----------------------------------------------------------------- frontmatter
+#
+# Each frontmatter key is declared once, here: its default is the field's, its
+# check and its line in docs/format.md are the field's `setting` metadata
+# (dlm.format.checks). The parser validates with them, the serializer leaves
+# defaults out by them, and docs/format.md's key tables are generated from them
+# (dlm.format.schema.settings_table; tests/core/test_format_docs.py).
 
 
 @attrs.frozen
 class Source:
     """One ``training.sources`` entry: a folder of images to ingest."""
 
-    path: str
-    include: tuple[str, ...] = DEFAULT_IMAGE_INCLUDE
-    exclude: tuple[str, ...] = ()
+    path: str = attrs.field(
+        metadata=setting(
+            checks.text(),
+            "A folder, relative to the document (same safety rules as image paths).",
+        )
+    )
+    include: tuple[str, ...] = attrs.field(
+        default=DEFAULT_IMAGE_INCLUDE,
+        metadata=setting(
+            checks.glob_patterns,
+            "Files to take, matched against their path relative to the folder.",
+            flow="quoted",
+        ),
+    )
+    exclude: tuple[str, ...] = attrs.field(
+        default=(),
+        metadata=setting(
+            checks.glob_patterns, "Files to leave out, even when included.", flow="quoted"
+        ),
+    )
     line: int = attrs.field(default=0, eq=False, repr=False)
 
 
@@ -32,43 +65,171 @@ class Source:
 class TrainingSettings:
     """``training:`` in the frontmatter. ``None`` means "the planner decides"."""
 
-    adapter: str = "lora"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: str | tuple[str, ...] | None = None
-    #: ``None``: fit the longest example (never truncating image tokens), up
-    #: to the base's context length. A number is a hard budget: an example
-    #: that does not fit is an error.
-    sequence_len: int | None = None
-    micro_batch_size: int | None = None
-    grad_accum: int | None = None
-    learning_rate: float = 2e-4
-    num_epochs: int = 3
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.1
-    precision: str | None = None
-    seed: int = 42
-    sources: tuple[Source, ...] = ()
+    adapter: str = attrs.field(
+        default="lora", metadata=setting(checks.choice(ADAPTERS), "The adapter kind.")
+    )
+    lora_r: int = attrs.field(default=16, metadata=setting(checks.positive_int, "LoRA rank."))
+    lora_alpha: int = attrs.field(
+        default=32, metadata=setting(checks.positive_int, "LoRA scaling (`alpha / r`).")
+    )
+    lora_dropout: float = attrs.field(
+        default=0.05,
+        metadata=setting(
+            checks.number(0.0, 1.0, low_open=False, high_open=True), "Dropout on the LoRA path."
+        ),
+    )
+    target_modules: str | tuple[str, ...] | None = attrs.field(
+        default=None,
+        metadata=setting(
+            checks.target_modules,
+            "Which modules get LoRA. A string is a Python regular expression matched against "
+            "full module names (e.g. `.*language_model.*\\.(q_proj\\|v_proj)`); a list names "
+            "module suffixes (`[q_proj, v_proj]`, which on several families also hits the "
+            "vision tower).",
+            doc_default="the family's choice",
+            flow=True,
+        ),
+    )
+    sequence_len: int | None = attrs.field(
+        default=None,
+        metadata=setting(
+            checks.optional(checks.positive_int),
+            "Token budget per example. Left out, dlm sizes it to the longest example (never "
+            "cutting image tokens), up to the base's context length. A number is a hard "
+            "budget: an example that does not fit is an error.",
+            doc_default="fit the longest example",
+        ),
+    )
+    micro_batch_size: int | None = attrs.field(
+        default=None,
+        metadata=setting(
+            checks.optional(checks.positive_int),
+            "Examples per step on the device. Left out, the hardware planner chooses.",
+            doc_default="planner",
+        ),
+    )
+    grad_accum: int | None = attrs.field(
+        default=None,
+        metadata=setting(
+            checks.optional(checks.positive_int),
+            "Gradient accumulation steps. Left out, the planner chooses.",
+            doc_default="planner",
+        ),
+    )
+    learning_rate: float = attrs.field(
+        default=2e-4,
+        metadata=setting(
+            checks.number(0.0, None, low_open=True, high_open=False), "Peak learning rate."
+        ),
+    )
+    num_epochs: int = attrs.field(
+        default=3, metadata=setting(checks.positive_int, "Passes over the training examples.")
+    )
+    lr_scheduler: str = attrs.field(
+        default="cosine",
+        metadata=setting(checks.choice(LR_SCHEDULERS), "Learning-rate schedule after warm-up."),
+    )
+    warmup_ratio: float = attrs.field(
+        default=0.1,
+        metadata=setting(
+            checks.number(0.0, 1.0, low_open=False, high_open=True),
+            "Fraction of steps spent warming up.",
+        ),
+    )
+    precision: str | None = attrs.field(
+        default=None,
+        metadata=setting(
+            checks.choice(PRECISIONS, nullable=True),
+            "Training precision. Left out, the planner picks what the device supports.",
+            doc_default="planner",
+        ),
+    )
+    seed: int = attrs.field(
+        default=42, metadata=setting(checks.integer(0, _MAX_SEED), "Random seed.")
+    )
+    sources: tuple[Source, ...] = attrs.field(
+        default=(),
+        metadata=setting(
+            checks.folder_list(Source),
+            "Folders of images to ingest (see [Sources](#the-trainingsources-directive)).",
+        ),
+    )
 
 
 @attrs.frozen
 class ExportSettings:
     """``export:`` in the frontmatter."""
 
-    default_quant: str = "Q4_K_M"
-    default_temperature: float = 0.7
-    default_top_p: float = 0.9
+    default_quant: str = attrs.field(
+        default="Q4_K_M",
+        metadata=setting(
+            checks.text(),
+            "Quantization used by `dlm export` when none is given (for exporters that quantize).",
+        ),
+    )
+    default_temperature: float = attrs.field(
+        default=0.7,
+        metadata=setting(
+            checks.number(0.0, None, low_open=False, high_open=False),
+            "Default sampling temperature for the exported model (e.g. in an Ollama Modelfile).",
+        ),
+    )
+    default_top_p: float = attrs.field(
+        default=0.9,
+        metadata=setting(
+            checks.number(0.0, 1.0, low_open=True, high_open=False),
+            "Default nucleus-sampling `top_p` for the exported model.",
+        ),
+    )
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Frontmatter:
-    dlm_id: str
-    base_model: str
-    dlm_version: int = CURRENT_VERSION
-    system_prompt: str | None = None
-    training: TrainingSettings = TrainingSettings()
-    export: ExportSettings = ExportSettings()
+    """The whole frontmatter. Keyword-only, so the fields keep the documents' key order."""
+
+    dlm_id: str = attrs.field(
+        metadata=setting(
+            checks.ulid,
+            "The document's identity: a 26-character [ULID](https://github.com/ulid/spec) in "
+            "upper-case Crockford base32. Its store is `~/.dlm/store/<dlm_id>/` (`DLM_HOME` "
+            "overrides). Never change it by hand: a new id means a new, empty store.",
+        )
+    )
+    dlm_version: int = attrs.field(
+        default=CURRENT_VERSION,
+        metadata=setting(
+            checks.exactly(CURRENT_VERSION),
+            f"The schema version the document is written for (currently `{CURRENT_VERSION}`).",
+            required=True,
+        ),
+    )
+    base_model: str = attrs.field(
+        metadata=setting(
+            checks.text(),
+            "The base model key, e.g. `paligemma-3b-mix-224`, `qwen2-vl-2b-instruct` "
+            "(`dlm plugins` lists them).",
+        )
+    )
+    system_prompt: str | None = attrs.field(
+        default=None,
+        metadata=setting(
+            checks.text(nullable=True),
+            "A system prompt used in training and prompting, where the base's chat template "
+            "has one.",
+        ),
+    )
+    training: TrainingSettings = attrs.field(
+        default=TrainingSettings(),
+        metadata=setting(
+            checks.record(TrainingSettings), "Training settings.", doc_default="defaults below"
+        ),
+    )
+    export: ExportSettings = attrs.field(
+        default=ExportSettings(),
+        metadata=setting(
+            checks.record(ExportSettings), "Export defaults.", doc_default="defaults below"
+        ),
+    )
 
 
 # ----------------------------------------------------------------- sections

@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from dlm.errors import DocumentError
+from dlm.format.checks import settings_of
 from dlm.format.document import (
     Document,
     Frontmatter,
@@ -32,8 +33,6 @@ from dlm.format.parser import parse
 from dlm.format.schema import frontmatter_from_mapping, frontmatter_to_mapping, to_yaml
 from dlm.format.schema import section_mapping as _section_mapping
 from dlm.format.sections import ANSWER, QUESTION
-
-_TOP_ORDER = ("dlm_id", "dlm_version", "base_model", "system_prompt", "training", "export")
 
 
 def escape_attribute(value: str) -> str:
@@ -85,25 +84,21 @@ def _place(node: MutableMapping[str, Any], key: str, value: Any, order: Sequence
 
 
 def _apply(node: MutableMapping[str, Any], old: Any, new: Any, order: Sequence[str]) -> None:
-    """Write the fields where ``new`` differs from ``old`` (what ``node`` says) into it."""
-    for field in attrs.fields(type(new)):
-        name = field.name
-        if name == "line":
-            continue
+    """Write the keys where ``new`` differs from ``old`` (what ``node`` says) into it."""
+    for name, (field, declared) in settings_of(type(new)).items():
         old_value, new_value = getattr(old, name), getattr(new, name)
         if old_value == new_value:
             continue
         if attrs.has(type(new_value)):
             if isinstance(node.get(name), Mapping):
-                names = [f.name for f in attrs.fields(type(new_value))]
-                _apply(node[name], old_value, new_value, names)
+                _apply(node[name], old_value, new_value, list(settings_of(type(new_value))))
             elif new_value == field.default:
                 node.pop(name, None)
             else:
                 _place(node, name, _section_mapping(new_value), order)
         elif new_value is None:
             node.pop(name, None)
-        elif name == "sources":
+        elif declared.check.items is not None:
             _place(node, name, to_yaml([_section_mapping(s) for s in new_value]), order)
         else:
             _place(node, name, to_yaml(new_value, key=name), order)
@@ -119,7 +114,7 @@ def frontmatter_text(doc: Document) -> str:
         except DocumentError:
             raw = None  # not a mapping this schema reads: write the record instead
         else:
-            _apply(raw, old, doc.frontmatter, _TOP_ORDER)
+            _apply(raw, old, doc.frontmatter, list(settings_of(Frontmatter)))
             return dump_yaml(raw)
     return dump_yaml(frontmatter_to_mapping(doc.frontmatter))
 
