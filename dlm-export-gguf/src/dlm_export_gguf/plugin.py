@@ -33,7 +33,7 @@ def register_exporters(register: Callable[[Exporter], None]) -> None:
 def register_commands(cli: click.Group) -> None:
     import click
 
-    from dlm import json_option, print_json
+    from dlm.commands import json_option, print_json
 
     @cli.group("gguf")
     def gguf() -> None:
