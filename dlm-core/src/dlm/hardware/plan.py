@@ -37,7 +37,7 @@ from typing import Any
 import attrs
 
 from dlm.errors import PlanError, UsageError
-from dlm.format.document import TrainingSettings
+from dlm.format.document import PRECISIONS, TrainingSettings
 from dlm.hardware.host import GIB, HostFacts
 from dlm.hardware.memory import LM_PROJECTIONS, MemoryEstimate, estimate_memory
 from dlm.hardware.sharding import sharded_estimate
@@ -68,13 +68,13 @@ STRATEGIES = ("single", "ddp", "fsdp")
 #: What the caller may ask for: the planner's choice, or one of the two.
 SHARDING_CHOICES = ("auto", "ddp", "fsdp")
 
+#: The document's precision names (``dlm.format.document.PRECISIONS``) and the
+#: torch spellings callers of the planner may use for them.
 _PRECISION_ALIASES = {
-    "bf16": "bf16",
+    **{name: name for name in PRECISIONS},
     "bfloat16": "bf16",
-    "fp16": "fp16",
     "float16": "fp16",
     "half": "fp16",
-    "fp32": "fp32",
     "float32": "fp32",
     "float": "fp32",
 }
@@ -168,7 +168,8 @@ def normalize_precision(value: str) -> str:
     except KeyError:
         raise PlanError(
             f"unknown training.precision {value!r}",
-            hint="use bf16, fp16 or fp32, or leave it unset for the planner to choose",
+            hint=f"use {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, "
+            "or leave it unset for the planner to choose",
         ) from None
 
 
