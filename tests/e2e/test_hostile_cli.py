@@ -121,6 +121,19 @@ def test_export_before_training_speaks_as_export(tmp_path: Path) -> None:
     assert not store_of(doc).exists()
 
 
+@pytest.mark.parametrize(
+    ("target", "suggestion"), [("hf-snapshots", "hf-snapshot"), ("gguff", "gguf")]
+)
+def test_an_unknown_export_target_is_misuse_with_the_closest_name(
+    trained, target: str, suggestion: str
+) -> None:
+    _folder, doc, _rows = trained
+    before = sorted(p.name for p in (store_of(doc) / "exports").glob("*"))
+    err = clean_error(run_dlm("export", doc, "--target", target), 2, "export")
+    assert f"unknown export target {target!r}" in err and f"did you mean {suggestion!r}" in err
+    assert sorted(p.name for p in (store_of(doc) / "exports").glob("*")) == before
+
+
 def test_an_image_error_names_the_image_once(tmp_path: Path) -> None:
     (tmp_path / "figures").mkdir()
     bad = tmp_path / "figures" / "broken.png"

@@ -79,6 +79,12 @@ class UnknownBaseError(DlmError):
     subject = "base"
 
 
+class UnknownTargetError(UsageError):
+    """``--target`` names an export target no installed plugin provides (exit 2)."""
+
+    subject = "export"
+
+
 class PlanError(DlmError):
     """The hardware planner refuses the run (numbers in the message)."""
 

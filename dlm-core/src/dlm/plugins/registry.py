@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from dlm.errors import PluginError, UnknownBaseError
+from dlm.errors import PluginError, UnknownBaseError, UnknownTargetError
 from dlm.family import Family
 from dlm.plugins.manager import ISOLATED, PluginInfo, broken, get_plugin_manager
 from dlm.records import BaseSpec, Exporter
@@ -102,14 +102,14 @@ class Registry:
         if name in self.exporters:
             return self.exporters[name]
         known = ", ".join(sorted(self.exporters)) or "none"
-        hint = (
-            "`pip install dlm-export-gguf` adds gguf and ollama"
-            if name in ("gguf", "ollama")
-            else None
-        )
-        raise UnknownBaseError(
-            f"unknown export target {name!r}; installed: {known}", hint=hint, subject="export"
-        )
+        close = difflib.get_close_matches(name, list(self.exporters), n=1)
+        if name in ("gguf", "ollama"):
+            hint: str | None = "`pip install dlm-export-gguf` adds gguf and ollama"
+        elif close:
+            hint = f"did you mean {close[0]!r}? (`dlm export --list-targets` lists them)"
+        else:
+            hint = "`dlm export --list-targets` lists the targets and their verdicts"
+        raise UnknownTargetError(f"unknown export target {name!r}; installed: {known}", hint=hint)
 
 
 def settle_claims(
