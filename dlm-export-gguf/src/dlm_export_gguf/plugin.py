@@ -95,11 +95,13 @@ def register_commands(cli: click.Group) -> None:
     @gguf.command("probe")
     @click.argument("architectures", nargs=-1)
     def probe_cmd(architectures: tuple[str, ...]) -> None:
-        """GGUF verdicts for ARCHITECTURES (default: the VL architectures dlm knows)."""
+        """GGUF verdicts for ARCHITECTURES, each converted under its own name for both halves
+        (default: every architecture the converter makes a vision projector of). A base's
+        verdict with its declared export hints: dlm export DOC --list-targets."""
         from rich.console import Console
         from rich.table import Table
 
-        from dlm_export_gguf.probe import KNOWN_VL_ARCHITECTURES, registrations, verdict_for_arch
+        from dlm_export_gguf.probe import Route, registrations, verdict_for_route
 
         regs, origin = registrations()
         table = Table(
@@ -108,8 +110,8 @@ def register_commands(cli: click.Group) -> None:
         )
         for column in ("architecture", "verdict", "why"):
             table.add_column(column, overflow="fold")
-        for arch in architectures or KNOWN_VL_ARCHITECTURES:
-            result = verdict_for_arch(arch, None, regs)
+        for arch in architectures or sorted(regs.mmproj):
+            result = verdict_for_route(arch, Route(text=arch, mmproj=arch), regs)
             table.add_row(arch, result.verdict.value, result.reason)
         Console().print(table)
 
