@@ -53,8 +53,9 @@ def test_verdicts_at_the_pin(pinned_converter) -> None:
 
 def test_registered_bases_probe_by_their_declared_hints(pinned_converter) -> None:
     """Every bundled base's verdict comes from its own declaration (no family table)."""
-    from dlm.plugins import get_registry
     from dlm_export_gguf.probe import probe
+
+    from dlm.plugins import get_registry
 
     bases = get_registry().bases
     expected = {
@@ -118,6 +119,7 @@ def test_exporter_source_names_no_family_or_architecture() -> None:
     import ast
 
     import dlm_export_gguf
+
     from dlm.plugins import get_registry
 
     names: set[str] = set()
@@ -133,9 +135,12 @@ def test_exporter_source_names_no_family_or_architecture() -> None:
     found = []
     for path in sorted(Path(dlm_export_gguf.__file__).parent.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if node.value in names:
-                    found.append(f"{path.name}:{node.lineno}: {node.value}")
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value in names
+            ):
+                found.append(f"{path.name}:{node.lineno}: {node.value}")
     assert not found, "the exporter names families' things:\n" + "\n".join(found)
 
 
