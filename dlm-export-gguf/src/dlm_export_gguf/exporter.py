@@ -319,7 +319,7 @@ def export_gguf(
 def _patch_converter_config(
     model_dir: Path, text_arch: str, mmproj_arch: str, processor: Any
 ) -> None:
-    """Write what the converter routes by into the staged config (``ExportHints.write_architectures``).
+    """Write what the converter routes by into the staged config (``write_architectures``).
 
     The architectures of both halves, as the base declares them, and for tiling
     processors the tile bounds (InternVL's ``min/max_dynamic_patch``, which the
