@@ -194,6 +194,7 @@ def base_spec(spec: dict[str, Any], params: int) -> Any:
             num_kv_heads=t["kv_heads"],
             vocab_size=t["vocab"],
             max_position=32768,
+            head_dim=t["head_dim"],
         ),
         vision=VisionConfig(
             num_layers=v["layers"],
@@ -201,10 +202,11 @@ def base_spec(spec: dict[str, Any], params: int) -> Any:
             intermediate_size=v["intermediate"],
             num_heads=v["heads"],
             patches_per_image=v["patches"],
+            # transformers' Pixtral builds one dense mask over a batch's images
+            block_mask=spec["family"] == "mistral3",
         ),
         params=ParamCounts(total=params, vision=0, language=params),
         context_length=32768,
-        extra={"text_head_dim": t["head_dim"]},
     )
 
 

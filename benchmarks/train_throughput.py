@@ -96,7 +96,6 @@ def _dims(real: Any, config: str) -> dict[str, Any]:
     """Text and vision dimensions: the real base's (``full``) or the mid-size ones."""
     if config == "full":
         t, v = real.text, real.vision
-        head_dim = real.extra.get("text_head_dim") or real.extra.get("head_dim")
         return {
             "text": {
                 "layers": t.num_layers,
@@ -104,7 +103,7 @@ def _dims(real: Any, config: str) -> dict[str, Any]:
                 "intermediate": t.intermediate_size,
                 "heads": t.num_heads,
                 "kv_heads": t.num_kv_heads,
-                "head_dim": head_dim or t.hidden_size // t.num_heads,
+                "head_dim": t.head_dim or t.hidden_size // t.num_heads,
                 "vocab": t.vocab_size,
             },
             "vision": {

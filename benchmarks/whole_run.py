@@ -113,6 +113,7 @@ def build_mid_base(family: str, home: Path) -> str:
             "num_kv_heads": t["kv_heads"],
             "vocab_size": t["vocab"],
             "max_position": tiny.text.max_position,
+            "head_dim": t["head_dim"],
         },
         "vision": {
             "num_layers": v["layers"],
@@ -124,7 +125,7 @@ def build_mid_base(family: str, home: Path) -> str:
         "params": {"total": total, "vision": vision, "language": total - vision},
         "context_length": max(real.context_length, tiny.context_length),
         # the real base's pinned image settings, not the tiny base's smaller ones
-        "image_settings": real.extra.get("image_settings"),
+        "image_settings": real.image_settings,
     }
     (staging / TINY_MARKER).write_text(json.dumps({"revision": row["revision"]}))
     (staging / "bench-base.json").write_text(json.dumps(row, indent=2))
@@ -149,19 +150,16 @@ def _bench_plugin(folder: Path, rows_of_others: dict[str, Any]) -> Any:
             for row_file in sorted(folder.glob("*/bench-base.json")):
                 row = json.loads(row_file.read_text())
                 tiny = rows_of_others[row["from"]]
-                extra = dict(tiny.extra)
-                if row.get("image_settings") is not None:
-                    extra["image_settings"] = row["image_settings"]
                 register(
                     attrs.evolve(
                         tiny,
-                        extra=extra,
+                        image_settings=row.get("image_settings") or tiny.image_settings,
                         key=row["key"],
                         revision=row["revision"],
                         hub_id=f"local/{row['key']}",
                         image=ImageGeometry(**row["image"]),
                         text=TextConfig(**row["text"]),
-                        vision=VisionConfig(**row["vision"]),
+                        vision=VisionConfig(**row["vision"], block_mask=tiny.vision.block_mask),
                         params=ParamCounts(**row["params"]),
                         context_length=row["context_length"],
                     )

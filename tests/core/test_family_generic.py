@@ -237,7 +237,7 @@ def test_image_settings_are_json_and_restore_their_types() -> None:
 
     restored = _restore(ImageProcessor.size, {"shortest_edge": 784, "longest_edge": 784})
     assert isinstance(restored, SizeDict) and restored.longest_edge == 784
-    assert family.default_image_settings(_base(extra={"image_settings": {"a": 1}})) == {"a": 1}
+    assert family.default_image_settings(_base(image_settings={"a": 1})) == {"a": 1}
 
 
 # ------------------------------------------------------------------ collate on a fake processor

@@ -35,7 +35,7 @@ def test_third_party_plugin_is_listed_with_hooks(plugin_env: dict[str, str]) -> 
     assert plugin["distribution"] == "dlm-test-plugin"
     assert plugin["version"] == "0.0.1"
     assert plugin["hooks"] == ["register_bases"]
-    assert plugin["provides"] == ["base:test-community-vl"]
+    assert plugin["provides"] == ["base:test-community-vl", "base:tiny-community-vl"]
     assert plugin["error"] is None
 
 

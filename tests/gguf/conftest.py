@@ -19,13 +19,23 @@ def pinned_converter(session_home: Path):
     return fetch_converter(session_home)
 
 
-def make_base(architecture: str, **extra: object):
-    """A registry row with only what the probe reads filled in meaningfully."""
-    from dlm.records import BaseSpec, ImageGeometry, ParamCounts, TextConfig, VisionConfig
+def make_base(architecture: str, *, family: str = "probe", **hints: object):
+    """A registry row with only what the probe reads filled in meaningfully.
+
+    ``hints`` are the base's declared :class:`dlm.records.ExportHints` fields.
+    """
+    from dlm.records import (
+        BaseSpec,
+        ExportHints,
+        ImageGeometry,
+        ParamCounts,
+        TextConfig,
+        VisionConfig,
+    )
 
     return BaseSpec(
         key=f"probe-{architecture.lower()}",
-        family="probe",
+        family=family,
         hub_id=f"example/{architecture}",
         revision="0" * 40,
         architecture=architecture,
@@ -35,5 +45,5 @@ def make_base(architecture: str, **extra: object):
         vision=VisionConfig(3, 32, 64, 2, 64),
         params=ParamCounts(total=1000, vision=100, language=900),
         context_length=2048,
-        extra=dict(extra),
+        export_hints=ExportHints(**hints),  # type: ignore[arg-type]
     )

@@ -29,16 +29,119 @@ def test_verdicts_at_the_pin(pinned_converter) -> None:
     pali = probe(make_base("PaliGemmaForConditionalGeneration"))
     assert pali.verdict is Verdict.UNSUPPORTED
     assert "PaliGemmaForConditionalGeneration" in pali.reason and "0c1e57098" in pali.reason
-    # InternVL: LM through its text config's architecture, mmproj as InternVisionModel
-    chat = probe(make_base("InternVLChatModel"))
-    assert chat.verdict is Verdict.SUPPORTED
-    assert chat.detail["mmproj_architecture"] == "InternVisionModel"
-    assert set(chat.detail["text_architectures"]) == {"InternLM2ForCausalLM", "Qwen2ForCausalLM"}
-    native = probe(make_base("InternVLForConditionalGeneration"))
-    assert native.verdict is Verdict.SUPPORTED
-    assert native.detail["text_architectures"] == ["Qwen2ForCausalLM", "LlamaForCausalLM"]
-    named = probe(make_base("InternVLChatModel", text_architecture="InternLM2ForCausalLM"))
-    assert named.detail["text_architectures"] == ["InternLM2ForCausalLM"]
+    # each half converts under the architecture the base declares (InternVL's hints)
+    routed = probe(
+        make_base(
+            "InternVLForConditionalGeneration",
+            text_architecture="Qwen2ForCausalLM",
+            mmproj_architecture="InternVisionModel",
+        )
+    )
+    assert routed.verdict is Verdict.SUPPORTED
+    assert routed.detail["text_architecture"] == "Qwen2ForCausalLM"
+    assert routed.detail["mmproj_architecture"] == "InternVisionModel"
+    assert "LM as Qwen2ForCausalLM, mmproj as InternVisionModel" in routed.reason
+    llama = make_base(
+        "InternVLForConditionalGeneration",
+        text_architecture="LlamaForCausalLM",
+        mmproj_architecture="InternVisionModel",
+    )
+    assert probe(llama).detail["text_architecture"] == "LlamaForCausalLM"
+    # without hints the converter has no InternVLForConditionalGeneration for either half
+    assert probe(make_base("InternVLForConditionalGeneration")).verdict is Verdict.UNSUPPORTED
+
+
+def test_registered_bases_probe_by_their_declared_hints(pinned_converter) -> None:
+    """Every bundled base's verdict comes from its own declaration (no family table)."""
+    from dlm_export_gguf.probe import probe
+
+    from dlm.plugins import get_registry
+
+    bases = get_registry().bases
+    expected = {
+        "tiny-qwen2-vl": ("Qwen2VLForConditionalGeneration", "Qwen2VLForConditionalGeneration"),
+        "tiny-mistral3": ("Mistral3ForConditionalGeneration", "Mistral3ForConditionalGeneration"),
+        "tiny-internvl": ("Qwen2ForCausalLM", "InternVisionModel"),
+        "internvl3-2b": ("Qwen2ForCausalLM", "InternVisionModel"),
+        "internvl2-2b": ("LlamaForCausalLM", "InternVisionModel"),
+    }
+    for key, (text, mmproj) in expected.items():
+        result = probe(bases[key])
+        assert result.verdict is Verdict.SUPPORTED, (key, result.reason)
+        assert (result.detail["text_architecture"], result.detail["mmproj_architecture"]) == (
+            text,
+            mmproj,
+        )
+    assert probe(bases["tiny-paligemma"]).verdict is Verdict.UNSUPPORTED
+
+
+def test_probe_reads_hints_not_family_names(pinned_converter) -> None:
+    """A family and architecture the exporter has never seen route by their hints alone."""
+    from dlm_export_gguf.probe import probe
+
+    stranger = make_base(
+        "NeverSeenVLForConditionalGeneration",
+        family="never-seen-family",
+        text_architecture="Qwen2ForCausalLM",
+        mmproj_architecture="InternVisionModel",
+    )
+    result = probe(stranger)
+    assert result.verdict is Verdict.SUPPORTED, result.reason
+    assert result.detail["architecture"] == "NeverSeenVLForConditionalGeneration"
+    assert result.detail["text_architecture"] == "Qwen2ForCausalLM"
+    # the same family name with hints the converter lacks: the hints decide, not the name
+    half = make_base(
+        "NeverSeenVLForConditionalGeneration",
+        family="never-seen-family",
+        text_architecture="Qwen2ForCausalLM",
+        mmproj_architecture="NoSuchVisionModel",
+    )
+    assert probe(half).verdict is Verdict.PARTIAL
+    # a family the exporter does know, with hints that name nothing the converter has
+    named_like_a_family = make_base("Qwen2VLForConditionalGeneration", family="qwen2-vl")
+    assert probe(named_like_a_family).verdict is Verdict.SUPPORTED
+    lost = make_base(
+        "Qwen2VLForConditionalGeneration",
+        family="qwen2-vl",
+        text_architecture="NoSuchForCausalLM",
+        mmproj_architecture="NoSuchVisionModel",
+    )
+    assert probe(lost).verdict is Verdict.UNSUPPORTED
+
+
+def test_exporter_source_names_no_family_or_architecture() -> None:
+    """No string in dlm-export-gguf names a registered family, base or architecture.
+
+    What differs between bases is read from their declared ExportHints; a table
+    keyed by a family's names (the old ROUTES, KNOWN_VL_ARCHITECTURES,
+    KNOWN_PRETOKENIZERS, _TEXT_ARCHITECTURES) would show up here.
+    """
+    import ast
+
+    import dlm_export_gguf
+
+    from dlm.plugins import get_registry
+
+    names: set[str] = set()
+    for base in get_registry().bases.values():
+        hints = base.export_hints
+        names |= {base.key, base.family, base.architecture}
+        names |= {hints.text_architecture, hints.mmproj_architecture}
+        names.add(hints.mmproj_token_embedding)
+        if hints.pretokenizer is not None:
+            names |= {hints.pretokenizer.name, hints.pretokenizer.split_pattern}
+        names |= {new for _old, new in hints.mmproj_renames}
+    names.discard("")
+    found = []
+    for path in sorted(Path(dlm_export_gguf.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value in names
+            ):
+                found.append(f"{path.name}:{node.lineno}: {node.value}")
+    assert not found, "the exporter names families' things:\n" + "\n".join(found)
 
 
 def test_verdicts_are_cached_per_revision(pinned_converter, session_home: Path) -> None:
@@ -50,7 +153,8 @@ def test_verdicts_are_cached_per_revision(pinned_converter, session_home: Path) 
     data = json.loads(cache.read_text())
     assert data["revision"] == pinned_converter.revision
     assert "Qwen2VLForConditionalGeneration" in data["text"]
-    stored = data["verdicts"]["Qwen2VLForConditionalGeneration|"]
+    arch = "Qwen2VLForConditionalGeneration"
+    stored = data["verdicts"][f"{arch}|{arch}|{arch}"]
     assert stored["verdict"] == "SUPPORTED"
     # a cached verdict is served from the file (tampering shows it is read)
     stored["reason"] = "from the cache"

@@ -83,6 +83,7 @@ MISTRAL_SMALL_31_24B = BaseSpec(
         num_kv_heads=8,
         vocab_size=131072,
         max_position=131072,
+        head_dim=128,  # q is 32 heads of 128 = 4096, narrower than the 5120 hidden size
     ),
     vision=VisionConfig(
         num_layers=24,
@@ -90,12 +91,11 @@ MISTRAL_SMALL_31_24B = BaseSpec(
         intermediate_size=4096,
         num_heads=16,
         patches_per_image=12100,
+        block_mask=True,  # transformers' Pixtral: one dense mask over a batch's images
     ),
     params=ParamCounts(total=24_011_361_280, vision=439_279_616, language=23_572_081_664),
     context_length=131072,
     cuda_first=True,
-    # q is 32 heads of 128 = 4096, narrower than the 5120 hidden size
-    extra={"text_head_dim": 128},
 )
 
 INTERNVL3_2B = BaseSpec(

@@ -309,7 +309,8 @@ def test_pixtral_block_mask_over_all_images():
     patches = 4 * 12100
     assert e.vision_peak >= patches * patches * 2
     no_mask = attrs.evolve(
-        MISTRAL_SMALL_31_24B, extra={"text_head_dim": 128, "vision_block_mask": False}
+        MISTRAL_SMALL_31_24B,
+        vision=attrs.evolve(MISTRAL_SMALL_31_24B.vision, block_mask=False),
     )
     e2 = estimate_memory(
         no_mask,
@@ -340,7 +341,12 @@ def test_tiles_multiply_the_vision_work():
 
 def test_mistral_head_dim_narrows_q():
     with_head_dim = lora_param_count(MISTRAL_SMALL_31_24B, 16)
-    wide = lora_param_count(attrs.evolve(MISTRAL_SMALL_31_24B, extra={}), 16)
+    wide = lora_param_count(
+        attrs.evolve(
+            MISTRAL_SMALL_31_24B, text=attrs.evolve(MISTRAL_SMALL_31_24B.text, head_dim=None)
+        ),
+        16,
+    )
     # q_proj and o_proj: 5120->4096 instead of 5120->5120; k/v: 8x128 instead of 8x160
     assert wide - with_head_dim == 40 * 16 * (2 * 1024 + 2 * 256)
 
@@ -405,17 +411,10 @@ def test_to_dict_is_json_ready(base):
     assert data["step_bytes"] == e.step_bytes
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        {"text_head_dim": 128},
-        {"head_dim": 128},
-        {"config": {"text_config": {"head_dim": 128}}},
-    ],
-)
-def test_head_dim_from_any_plugin_convention(extra):
+def test_head_dim_is_the_declared_one_else_hidden_over_heads():
     from dlm.hardware.memory import head_dim
 
-    assert head_dim(attrs.evolve(MISTRAL_SMALL_31_24B, extra=extra)) == 128
-    assert head_dim(attrs.evolve(MISTRAL_SMALL_31_24B, extra={})) == 160
+    assert head_dim(MISTRAL_SMALL_31_24B) == 128
+    undeclared = attrs.evolve(MISTRAL_SMALL_31_24B.text, head_dim=None)
+    assert head_dim(attrs.evolve(MISTRAL_SMALL_31_24B, text=undeclared)) == 160
     assert head_dim(QWEN2_VL_2B) == 128

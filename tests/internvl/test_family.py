@@ -180,7 +180,7 @@ def test_max_tiles_is_saved_with_the_adapter_and_restored(
     family, base = tiny_internvl.family, tiny_internvl.base
     settings = family.image_settings(base, tiny_internvl.processor)
     assert settings == {"size": {"height": 56, "width": 56}, "min_patches": 1, "max_patches": 4}
-    assert settings == base.extra["image_settings"]
+    assert settings == base.image_settings
     # an adapter trained with at most 2 tiles prompts with at most 2 tiles
     narrow = family.load_processor(base, tiny_internvl.base_dir, {**settings, "max_patches": 2})
     assert family.image_settings(base, narrow)["max_patches"] == 2

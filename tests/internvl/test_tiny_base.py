@@ -78,7 +78,7 @@ def test_real_bases_pin_their_original_checkpoints() -> None:
         assert base.image.max_image_tokens() == 13 * 256  # 12 tiles + thumbnail
         assert base.vision.patches_per_image == 1025  # 32 x 32 patches + CLS
         assert (base.vision.num_layers, base.vision.hidden_size) == (24, 1024)
-        assert base.extra["image_settings"] == {
+        assert base.image_settings == {
             "size": {"height": 448, "width": 448},
             "min_patches": 1,
             "max_patches": 12,
@@ -279,3 +279,24 @@ def test_tiny_param_counts_match_the_built_model(
         vision,
         total - vision,
     )
+
+
+def test_bases_declare_how_llama_cpp_converts_them() -> None:
+    from dlm_vl_internvl.bases import internvl2_base, internvl3_base, tiny_base
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    lm = {"internvl3-2b": "Qwen2ForCausalLM", "internvl2-2b": "LlamaForCausalLM"}
+    for base in (internvl3_base(), internvl2_base(), tiny_base()):
+        hints = base.export_hints
+        assert hints.text_architecture == lm.get(base.key, "Qwen2ForCausalLM")
+        assert hints.mmproj_architecture == "InternVisionModel"
+        assert hints.write_architectures  # the native config names neither half
+        assert dict(hints.mmproj_renames) == {
+            "vision_tower.": "model.vision_tower.",
+            "multi_modal_projector.": "model.multi_modal_projector.",
+        }
+        if base.key == "internvl2-2b":  # InternLM2's SentencePiece: no byte-level split
+            assert hints.pretokenizer is None
+        else:
+            assert hints.pretokenizer is not None
+            assert hints.pretokenizer.split_pattern == PRETOKENIZE_REGEX

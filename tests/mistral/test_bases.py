@@ -45,7 +45,7 @@ def test_real_image_geometry_counts_breaks_and_end(real: BaseSpec) -> None:
     assert real.image.image_token == "[IMG]"
     assert real.image.tokens_per_image == 55 * 55 + 55 == 3080 == image_tokens(1540)
     assert real.extra["image_feature_tokens"] == 3025
-    assert real.extra["image_settings"] == {"size": {"longest_edge": 1540}}
+    assert real.image_settings == {"size": {"longest_edge": 1540}}
 
 
 def test_real_param_counts_match_the_architecture(real: BaseSpec) -> None:
@@ -98,7 +98,7 @@ def test_tiny_row(tiny: BaseSpec) -> None:
     assert tiny.tiny and not tiny.cuda_first
     assert tiny.family == "mistral3" and tiny.architecture == "Mistral3ForConditionalGeneration"
     assert tiny.image.tokens_per_image == 4 * 4 + 4 == 20
-    assert tiny.extra["image_settings"] == {"size": {"longest_edge": 112}}
+    assert tiny.image_settings == {"size": {"longest_edge": 112}}
 
 
 def _doc(sequence_len: int | None) -> Document:
@@ -186,3 +186,17 @@ def test_package_depends_only_on_dlm_core() -> None:
     dlm_deps = [d for d in project["dependencies"] if d.startswith("dlm")]
     assert dlm_deps == ["dlm-core>=0.1.0"]
     assert project["entry-points"]["dlm"] == {"mistral": "dlm_vl_mistral.plugin"}
+
+
+def test_rows_declare_head_dim_block_mask_and_export_hints(real: BaseSpec, tiny: BaseSpec) -> None:
+    from dlm_vl_mistral import tiny as tiny_build
+
+    assert real.text.head_dim == 128 and tiny.text.head_dim == 32  # not hidden / heads
+    assert real.vision.block_mask and tiny.vision.block_mask
+    for base in (real, tiny):
+        hints = base.export_hints
+        assert hints.mmproj_token_embedding == "[IMG_BREAK]"
+        assert hints.pretokenizer is not None and hints.pretokenizer.name == "tekken"
+        # the declared split is the one the tiny tokenizer is built with
+        assert hints.pretokenizer.split_pattern == tiny_build.TEKKEN_PATTERN
+        assert hints.pretokenizer.normalizer == ""

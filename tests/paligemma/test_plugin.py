@@ -73,8 +73,8 @@ def test_real_base_row() -> None:
     assert (vision.num_layers, vision.hidden_size, vision.intermediate_size) == (27, 1152, 4304)
     assert (vision.num_heads, vision.patches_per_image) == (16, 256)
     assert base.params.total == base.params.vision + base.params.language
-    assert base.extra["image_settings"] == {"size": {"height": 224, "width": 224}}
-    assert base.extra["head_dim"] == 256
+    assert base.image_settings == {"size": {"height": 224, "width": 224}}
+    assert base.text.head_dim == 256
 
 
 def test_real_parameter_counts_match_the_architecture_built_from_the_config() -> None:

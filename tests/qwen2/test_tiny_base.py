@@ -77,7 +77,7 @@ def test_real_base_row_matches_its_pinned_config() -> None:
     assert base.vision.intermediate_size == 5120
     assert base.vision.num_heads == 16
     assert base.vision.patches_per_image == 2304
-    assert base.extra["image_settings"] == {
+    assert base.image_settings == {
         "size": {"shortest_edge": 56 * 56, "longest_edge": 672 * 672},
         "fit": "keep-aspect",
     }
@@ -292,3 +292,16 @@ def test_image_settings_round_trip(tiny_qwen2: TinyQwen2, settings) -> None:
     assert (saved["patch_size"], saved["merge_size"], saved["temporal_patch_size"]) == (14, 2, 2)
     reloaded = family.load_processor(base, tiny_qwen2.base_dir, saved)
     assert family.image_settings(base, reloaded) == saved
+
+
+def test_bases_declare_the_qwen2_pretokenizer() -> None:
+    from dlm_vl_qwen2.bases import real_base, tiny_base
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    for base in (real_base(), tiny_base()):
+        hints = base.export_hints
+        assert hints.pretokenizer is not None
+        assert (hints.pretokenizer.name, hints.pretokenizer.normalizer) == ("qwen2", "NFC")
+        assert hints.pretokenizer.split_pattern == PRETOKENIZE_REGEX
+        # llama.cpp converts both halves under the base's own architecture
+        assert (hints.text_architecture, hints.mmproj_architecture) == ("", "")

@@ -248,7 +248,7 @@ class Family:
         """Load the processor; ``image_settings`` (from :meth:`image_settings`) pins resolution.
 
         Without saved settings the base's defaults apply
-        (``base.extra["image_settings"]``), so training starts pinned too.
+        (``base.image_settings``), so training starts pinned too.
         """
         from transformers import AutoProcessor
 
@@ -273,7 +273,7 @@ class Family:
 
     def default_image_settings(self, base: BaseSpec) -> dict[str, Any]:
         """The resolution settings a fresh training run pins (from the registry row)."""
-        return dict(base.extra.get("image_settings", {}))
+        return dict(base.image_settings)
 
     def image_settings(self, base: BaseSpec, processor: Any) -> dict[str, Any]:
         """The processor's resolution settings, saved with the adapter.

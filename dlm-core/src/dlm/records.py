@@ -62,6 +62,9 @@ class TextConfig:
     num_kv_heads: int
     vocab_size: int
     max_position: int
+    #: Attention head size when it is not ``hidden_size // num_heads`` (Mistral
+    #: Small 3.1: 32 heads of 128 in a 5120-wide model); ``None``: that quotient.
+    head_dim: int | None = None
 
 
 @attrs.frozen
@@ -77,6 +80,10 @@ class VisionConfig:
     intermediate_size: int
     num_heads: int
     patches_per_image: int
+    #: Whether the tower's attention builds one dense block-diagonal mask over
+    #: the patches of every image in a batch (transformers' Pixtral): the
+    #: planner then counts that ``patches x patches`` mask too.
+    block_mask: bool = False
 
 
 @attrs.frozen
@@ -87,8 +94,56 @@ class ParamCounts:
 
 
 @attrs.frozen
+class Pretokenizer:
+    """A byte-level BPE pre-tokenizer llama.cpp implements under ``name``.
+
+    It is identified by what ``tokenizer.json`` spells: the ``normalizer``
+    type (``""``: none) and the regex of the ``Split`` step, followed by a
+    plain ``ByteLevel`` step. When the converter does not recognise a
+    tokenizer's hash (every retrained tiny tokenizer), the GGUF exporter
+    names ``name`` only if the tokenizer splits exactly like this.
+    """
+
+    name: str
+    split_pattern: str
+    normalizer: str = ""
+
+
+@attrs.frozen
+class ExportHints:
+    """What a converter needs to know about a base that its checkpoint does not say.
+
+    Declared by the family on each :class:`BaseSpec`; read by export targets
+    (dlm-export-gguf), never by family name. The defaults fit an architecture
+    llama.cpp's converter registers under its own name for both halves.
+    """
+
+    #: The converter architecture of the language model; ``""``: ``BaseSpec.architecture``.
+    text_architecture: str = ""
+    #: The converter architecture of the vision projector (mmproj); ``""``: ``BaseSpec.architecture``.
+    mmproj_architecture: str = ""
+    #: Write both architectures into the staged ``config.json`` before converting,
+    #: because the checkpoint's own config names neither (native InternVL).
+    write_architectures: bool = False
+    #: Tensor-name prefixes to rewrite, ``(old, new)``, in the mmproj converter's
+    #: input (names the converter would otherwise skip).
+    mmproj_renames: tuple[tuple[str, str], ...] = ()
+    #: A token whose LM embedding row the mmproj needs and cannot reach in the
+    #: checkpoint's layout (Pixtral's ``[IMG_BREAK]``); ``""``: none.
+    mmproj_token_embedding: str = ""
+    #: The llama.cpp pre-tokenizer the tokenizer splits like, for a tokenizer
+    #: whose hash the converter does not know; ``None``: none is named.
+    pretokenizer: Pretokenizer | None = None
+
+
+@attrs.frozen
 class BaseSpec:
-    """One registry row: a base model a document can name in ``base_model``."""
+    """One registry row: a base model a document can name in ``base_model``.
+
+    Core and every plugin read the typed fields only. ``extra`` is private to
+    the family that registers the base (tiny-build seeds, shipped configs):
+    core and other plugins never read it.
+    """
 
     key: str
     family: str
@@ -107,6 +162,10 @@ class BaseSpec:
     tiny: bool = False  # offline toy base built locally
     cuda_first: bool = False  # refused on Apple Silicon unless --force
     description: str = ""
+    #: The processor settings training starts from, e.g. the pinned size
+    #: (``Family.default_image_settings`` returns them; saved with every adapter).
+    image_settings: dict[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
+    export_hints: ExportHints = ExportHints()
     extra: dict[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
 
 

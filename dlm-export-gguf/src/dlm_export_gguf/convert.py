@@ -17,34 +17,23 @@ from typing import Any
 
 import attrs
 
+from dlm.records import Pretokenizer
 from dlm_export_gguf._convert_driver import FALLBACK_MARKER, JOB_MARKER
 from dlm_export_gguf.errors import GGUFExportError
 from dlm_export_gguf.llama_cpp import ConverterSource
 
-# The pre-tokenizers dlm can name for llama.cpp when its hash check fails: each
-# is identified by its exact normalizer and split pattern (as tokenizer.json
-# spells them) followed by a plain byte-level step, and maps to the llama.cpp
-# pre-tokenizer that implements that split.
-QWEN2_SPLIT_REGEX = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-# Mistral's Tekken (the corrected pattern transformers applies with fix_mistral_regex).
-TEKKEN_SPLIT_REGEX = (
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
-    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
-    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-KNOWN_PRETOKENIZERS: dict[str, tuple[dict[str, Any] | None, str]] = {
-    "qwen2": ({"type": "NFC"}, QWEN2_SPLIT_REGEX),
-    "tekken": (None, TEKKEN_SPLIT_REGEX),
-}
-
 _DRIVER = Path(__file__).with_name("_convert_driver.py")
 
 
-def known_pretokenizer(tokenizer_json: Path) -> str | None:
-    """The llama.cpp pre-tokenizer name if this byte-level BPE splits exactly like a known one."""
+def matching_pretokenizer(tokenizer_json: Path, declared: Pretokenizer | None) -> str | None:
+    """``declared.name`` if this byte-level BPE splits exactly as the base declares, else None.
+
+    The converter identifies a pre-tokenizer by a hash a retrained tokenizer
+    never matches; dlm names one only when the tokenizer's normalizer and split
+    pattern are exactly those the base declares (``ExportHints.pretokenizer``).
+    """
+    if declared is None:
+        return None
     try:
         data: dict[str, Any] = json.loads(tokenizer_json.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -65,9 +54,11 @@ def known_pretokenizer(tokenizer_json: Path) -> str | None:
         and byte_level.get("use_regex") is False
     ):
         return None
-    for name, (normalizer, pattern) in KNOWN_PRETOKENIZERS.items():
-        if data.get("normalizer") == normalizer and split.get("pattern") == {"Regex": pattern}:
-            return name
+    normalizer = {"type": declared.normalizer} if declared.normalizer else None
+    if data.get("normalizer") == normalizer and split.get("pattern") == {
+        "Regex": declared.split_pattern
+    }:
+        return declared.name
     return None
 
 
@@ -100,13 +91,25 @@ def _tail(text: str, lines: int = 20) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def run_converter(source: ConverterSource, jobs: list[Job], *, log_file: Path) -> Conversion:
-    """Run ``jobs`` in one child process; a failure raises with the converter's own words."""
+def run_converter(
+    source: ConverterSource,
+    jobs: list[Job],
+    *,
+    log_file: Path,
+    pretokenizer: Pretokenizer | None = None,
+) -> Conversion:
+    """Run ``jobs`` in one child process; a failure raises with the converter's own words.
+
+    ``pretokenizer`` is the base's declared one, named to the converter as a
+    fallback only if the LM's tokenizer splits exactly like it.
+    """
     cmd = [sys.executable, str(_DRIVER), str(source.root)]
     lm_dirs = [job.model_dir for job in jobs if not job.mmproj]
-    pretokenizer = known_pretokenizer(lm_dirs[0] / "tokenizer.json") if lm_dirs else None
-    if pretokenizer is not None:
-        cmd.append(f"--pretokenizer={pretokenizer}")
+    fallback = (
+        matching_pretokenizer(lm_dirs[0] / "tokenizer.json", pretokenizer) if lm_dirs else None
+    )
+    if fallback is not None:
+        cmd.append(f"--pretokenizer={fallback}")
     for job in jobs:
         cmd += ["--", *job.args()]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
@@ -121,10 +124,16 @@ def run_converter(source: ConverterSource, jobs: list[Job], *, log_file: Path) -
         tail = _tail(text)
         hint = f"the converter is {source.describe()}"
         if "pre-tokenizer was not recognized" in tail:
+            declared = (
+                f"does not split exactly like the {pretokenizer.name!r} pre-tokenizer its base "
+                "declares"
+                if pretokenizer is not None
+                else "its base declares no pre-tokenizer (ExportHints.pretokenizer)"
+            )
             hint = (
-                "the tokenizer's pre-tokenizer is unknown to this llama.cpp and does not "
-                f"split exactly like {' or '.join(KNOWN_PRETOKENIZERS)}, so dlm will not guess "
-                f"it; use a llama.cpp that knows it (DLM_LLAMA_CPP=/path/to/llama.cpp). {hint}"
+                f"the tokenizer's pre-tokenizer is unknown to this llama.cpp and {declared}, "
+                "so dlm will not guess it; use a llama.cpp that knows it "
+                f"(DLM_LLAMA_CPP=/path/to/llama.cpp). {hint}"
             )
         elif job.mmproj and "Can not map tensor" in tail:
             hint = (

@@ -41,7 +41,7 @@ from dlm_export_gguf.manifest import (
 from dlm_export_gguf.merge import merge_adapter
 from dlm_export_gguf.modelfile import TemplateShapeError, derive_chat_shape, go_template
 from dlm_export_gguf.modelfile import modelfile_text as render_modelfile
-from dlm_export_gguf.probe import probe, route_for
+from dlm_export_gguf.probe import Route, probe
 from dlm_export_gguf.quants import CONVERTER_OUTTYPES, QUANT_FTYPES
 
 DEFAULT_QUANT = "Q4_K_M"
@@ -156,8 +156,9 @@ def export_gguf(
             f"merging adapter {request.adapter_version} into {base.key}",
             lambda: merge_adapter(request, work / "merged"),
         )
-        route = route_for(base)
-        if route.config_patch:
+        hints = base.export_hints
+        if hints.write_architectures:
+            route = Route.of(base)
             _patch_converter_config(work / "merged", route.text, route.mmproj, merged.processor)
 
         stem = f"{_slug(base.key)}-{request.adapter_version}"
@@ -166,12 +167,12 @@ def export_gguf(
         lm_outtype = CONVERTER_OUTTYPES.get(quant, "f16")
         lm_converted = out / model_name if quant in CONVERTER_OUTTYPES else work / "lm-f16.gguf"
         mmproj_input = merged.model_dir
-        if route.mmproj_rename or route.mmproj_token_embedding:
+        if hints.mmproj_renames or hints.mmproj_token_embedding:
             mmproj_input = stage_mmproj_input(
                 merged.model_dir,
                 work / "mmproj-input",
-                rename=route.mmproj_rename,
-                token_embedding=route.mmproj_token_embedding,
+                rename=dict(hints.mmproj_renames),
+                token_embedding=hints.mmproj_token_embedding or None,
             )
         jobs = [
             Job(merged.model_dir, lm_converted, lm_outtype, mmproj=False),
@@ -179,7 +180,9 @@ def export_gguf(
         ]
         conversion = steps.run(
             f"converting LM ({lm_outtype}) and mmproj (f16) with llama.cpp {short(source.revision)}",
-            lambda: run_converter(source, jobs, log_file=work / "convert.log"),
+            lambda: run_converter(
+                source, jobs, log_file=work / "convert.log", pretokenizer=hints.pretokenizer
+            ),
         )
         if conversion.pretokenizer_fallback:
             name = conversion.pretokenizer_fallback
@@ -313,32 +316,21 @@ def export_gguf(
     )
 
 
-# text_config.model_type -> the converter's LM architecture (routed VL checkpoints)
-_TEXT_ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
-
-
 def _patch_converter_config(
-    model_dir: Path, text_archs: tuple[str, ...], mmproj_arch: str, processor: Any
+    model_dir: Path, text_arch: str, mmproj_arch: str, processor: Any
 ) -> None:
-    """Write what the converter routes by into the staged config (see probe.ROUTES).
+    """Write what the converter routes by into the staged config (``write_architectures``).
 
-    The architectures of both halves, and for tiling processors the tile
-    bounds (InternVL's ``min/max_dynamic_patch``, which the mmproj records and
-    llama.cpp tiles by; without them it tiles up to 12 whatever training did).
+    The architectures of both halves, as the base declares them, and for tiling
+    processors the tile bounds (InternVL's ``min/max_dynamic_patch``, which the
+    mmproj records and llama.cpp tiles by; without them it tiles up to 12
+    whatever training did).
     """
     import json
 
     path = model_dir / "config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
-    text = config.setdefault("text_config", {})
-    model_type = str(text.get("model_type", ""))
-    text_arch = _TEXT_ARCHITECTURES.get(model_type)
-    if text_arch is None or text_arch not in text_archs:
-        raise GGUFExportError(
-            f"the language model ({model_type or 'unknown'}) has no converter route",
-            hint="export with --target hf-snapshot",
-        )
-    text["architectures"] = [text_arch]
+    config.setdefault("text_config", {})["architectures"] = [text_arch]
     config.setdefault("vision_config", {})["architectures"] = [mmproj_arch]
     image_processor = getattr(processor, "image_processor", None)
     low = getattr(image_processor, "min_patches", None)

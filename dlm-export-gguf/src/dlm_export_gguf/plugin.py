@@ -98,16 +98,18 @@ def register_commands(cli: click.Group) -> None:
     @click.argument("architectures", nargs=-1)
     @json_option()
     def probe_cmd(architectures: tuple[str, ...], as_json: bool) -> None:
-        """GGUF verdicts for ARCHITECTURES (default: the VL architectures dlm knows)."""
+        """GGUF verdicts for ARCHITECTURES, each converted under its own name for both halves
+        (default: every architecture the converter makes a vision projector of). A base's
+        verdict with its declared export hints: dlm export DOC --list-targets."""
         from rich.console import Console
         from rich.table import Table
 
-        from dlm_export_gguf.probe import KNOWN_VL_ARCHITECTURES, registrations, verdict_for_arch
+        from dlm_export_gguf.probe import Route, registrations, verdict_for_route
 
         regs, origin = registrations()
         verdicts = [
-            (arch, verdict_for_arch(arch, None, regs))
-            for arch in architectures or KNOWN_VL_ARCHITECTURES
+            (arch, verdict_for_route(arch, Route(text=arch, mmproj=arch), regs))
+            for arch in architectures or sorted(regs.mmproj)
         ]
         if as_json:
             print_json(

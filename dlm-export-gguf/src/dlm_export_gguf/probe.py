@@ -34,80 +34,22 @@ SNAPSHOT = "pinned_registrations.json"
 
 @attrs.frozen
 class Route:
-    """The converter architectures that convert each half of a VL architecture.
+    """The converter architectures that convert each half of a base.
 
-    ``text`` lists the LM architectures a checkpoint of this kind may name
-    (the probe requires all of them unless the base says which one, in
-    ``BaseSpec.extra["text_architecture"]``); ``config_patch`` says the
-    exporter must write these names into the staged ``config.json``, because
-    the checkpoint's own config does not name them.
+    Read from the base's declared :class:`dlm.records.ExportHints`, so the
+    exporter knows no family: an empty hint means the base's own architecture.
     """
 
-    text: tuple[str, ...]
+    text: str
     mmproj: str
-    config_patch: bool = False
-    #: what the mmproj converter needs staged (see convert.stage_mmproj_input):
-    #: tensor-name prefixes to rewrite, and a token whose LM embedding it reads
-    mmproj_rename: dict[str, str] | None = None
-    mmproj_token_embedding: str | None = None
 
-
-# Most VL architectures are registered under their own name for both halves.
-# InternVL is not:
-ROUTES: dict[str, Route] = {
-    # Remote-code InternVL (InternVL2/3 "chat" checkpoints): the converter renames
-    # `llm_config` to `text_config` and converts the LM by its `architectures`
-    # (InternLM2ForCausalLM in InternVL2-2B, Qwen2ForCausalLM in InternVL3), and
-    # the mmproj by `vision_config.architectures` = InternVisionModel.
-    "InternVLChatModel": Route(
-        text=("InternLM2ForCausalLM", "Qwen2ForCausalLM"), mmproj="InternVisionModel"
-    ),
-    # transformers-native InternVL (dlm converts InternVL2/3 to it: a Qwen2 LM for
-    # InternVL3, a Llama LM for InternVL2's InternLM2): same route, but its config
-    # names neither half, so the exporter writes the two names in (the LM's by its
-    # text_config.model_type) before converting. InternVisionModel's tensor map
-    # covers the native names (added for Intern-S1, which uses the same layout).
-    "InternVLForConditionalGeneration": Route(
-        text=("Qwen2ForCausalLM", "LlamaForCausalLM"),
-        mmproj="InternVisionModel",
-        config_patch=True,
-        mmproj_rename={
-            "vision_tower.": "model.vision_tower.",
-            "multi_modal_projector.": "model.multi_modal_projector.",
-        },
-    ),
-    # Mistral 3: both halves under its own name; the Pixtral mmproj also needs
-    # the [IMG_BREAK] embedding from the LM, which the HF layout hides from it.
-    "Mistral3ForConditionalGeneration": Route(
-        text=("Mistral3ForConditionalGeneration",),
-        mmproj="Mistral3ForConditionalGeneration",
-        mmproj_token_embedding="[IMG_BREAK]",
-    ),
-}
-
-
-#: What `dlm gguf probe` lists by default: the VL architectures of dlm's families.
-KNOWN_VL_ARCHITECTURES = (
-    "Qwen2VLForConditionalGeneration",
-    "Mistral3ForConditionalGeneration",
-    "InternVLForConditionalGeneration",
-    "InternVLChatModel",
-    "PaliGemmaForConditionalGeneration",
-)
-
-
-def route_for_arch(architecture: str, text_architecture: str | None = None) -> Route:
-    route = ROUTES.get(architecture)
-    if route is None:
-        return Route(text=(architecture,), mmproj=architecture)
-    if text_architecture:
-        return attrs.evolve(route, text=(text_architecture,))
-    return route
-
-
-def route_for(base: BaseSpec) -> Route:
-    named = base.extra.get("text_architecture")
-    return route_for_arch(base.architecture, named if isinstance(named, str) else None)
+    @classmethod
+    def of(cls, base: BaseSpec) -> Route:
+        hints = base.export_hints
+        return cls(
+            text=hints.text_architecture or base.architecture,
+            mmproj=hints.mmproj_architecture or base.architecture,
+        )
 
 
 # ------------------------------------------------------------------ registrations
@@ -171,26 +113,25 @@ def registrations(source: ConverterSource | None = None) -> tuple[Registrations,
 
 
 def verdict_for(base: BaseSpec, regs: Registrations) -> ProbeResult:
-    named = base.extra.get("text_architecture")
-    return verdict_for_arch(base.architecture, named if isinstance(named, str) else None, regs)
+    return verdict_for_route(base.architecture, Route.of(base), regs)
 
 
-def verdict_for_arch(arch: str, text_architecture: str | None, regs: Registrations) -> ProbeResult:
-    route = route_for_arch(arch, text_architecture)
-    text_ok = all(arch in regs.text for arch in route.text)
+def verdict_for_route(arch: str, route: Route, regs: Registrations) -> ProbeResult:
+    """The verdict for architecture ``arch`` whose halves convert as ``route`` says."""
+    text_ok = route.text in regs.text
     mmproj_ok = route.mmproj in regs.mmproj
     rev = short(regs.revision)
     detail = {
         "llama_cpp_revision": regs.revision,
         "architecture": arch,
-        "text_architectures": list(route.text),
+        "text_architecture": route.text,
         "mmproj_architecture": route.mmproj,
         "text": text_ok,
         "mmproj": mmproj_ok,
     }
-    lm = " or ".join(route.text)
     if text_ok and mmproj_ok:
-        how = "" if route.text == (arch,) else f" (LM as {lm}, mmproj as {route.mmproj})"
+        own = route.text == route.mmproj == arch
+        how = "" if own else f" (LM as {route.text}, mmproj as {route.mmproj})"
         return ProbeResult(
             Verdict.SUPPORTED, f"llama.cpp {rev} converts {arch}'s LM and mmproj{how}", detail
         )
@@ -213,13 +154,14 @@ def probe(base: BaseSpec) -> ProbeResult:
     source = current_source()
     revision = source.revision if source is not None else LLAMA_CPP_COMMIT
     cached = _read_cache(revision) if _cacheable(revision) else None
-    key = f"{base.architecture}|{base.extra.get('text_architecture', '')}"
+    route = Route.of(base)
+    key = f"{base.architecture}|{route.text}|{route.mmproj}"
     verdicts = cached.get("verdicts") if cached is not None else None
     if isinstance(verdicts, dict) and isinstance(verdicts.get(key), dict):
         hit = verdicts[key]
         return ProbeResult(Verdict(hit["verdict"]), hit["reason"], dict(hit["detail"]))
     regs, origin = registrations(source)
-    result = verdict_for(base, regs)
+    result = verdict_for_route(base.architecture, route, regs)
     result.detail["registrations_from"] = origin
     if _cacheable(revision):
         data = _read_cache(revision) or regs.to_json()

@@ -21,7 +21,15 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from dlm.records import BaseSpec, ImageGeometry, ParamCounts, TextConfig, VisionConfig
+from dlm.records import (
+    BaseSpec,
+    ExportHints,
+    ImageGeometry,
+    ParamCounts,
+    Pretokenizer,
+    TextConfig,
+    VisionConfig,
+)
 from dlm_vl_internvl.templates import IMG_CONTEXT
 
 FAMILY = "internvl"
@@ -100,6 +108,40 @@ def image_settings(tile: int, min_tiles: int, max_tiles: int) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------ export hints
+
+#: Qwen2's split pattern (transformers' ``tokenization_qwen2.PRETOKENIZE_REGEX``),
+#: which llama.cpp implements as its ``qwen2`` pre-tokenizer: the tokenizer of
+#: InternVL3's Qwen2.5 LM and of the tiny base (retrained, so its hash is unknown).
+QWEN2_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN2_PRETOKENIZER = Pretokenizer("qwen2", QWEN2_SPLIT_PATTERN, normalizer="NFC")
+
+
+def export_hints(text_architecture: str, pretokenizer: Pretokenizer | None) -> ExportHints:
+    """How llama.cpp converts a native InternVL base.
+
+    The converter has no InternVLForConditionalGeneration: it converts the LM by
+    its own architecture (Qwen2 for InternVL3 and the tiny base, Llama for
+    InternVL2's converted InternLM2) and the mmproj as InternVisionModel. The
+    native config names neither, so the exporter writes both in. InternVisionModel
+    keeps only the native ``model.``-prefixed vision tensors (it learnt them from
+    Intern-S1) and drops the bare names transformers saves, so they are renamed.
+    """
+    return ExportHints(
+        text_architecture=text_architecture,
+        mmproj_architecture="InternVisionModel",
+        write_architectures=True,
+        mmproj_renames=(
+            ("vision_tower.", "model.vision_tower."),
+            ("multi_modal_projector.", "model.multi_modal_projector."),
+        ),
+        pretokenizer=pretokenizer,
+    )
+
+
 # ------------------------------------------------------------------ real bases
 
 
@@ -123,6 +165,7 @@ def _real_base(
     license_url: str,
     params: ParamCounts,
     description: str,
+    hints: ExportHints,
 ) -> BaseSpec:
     from dlm_vl_internvl.convert import tokens_per_tile
 
@@ -167,8 +210,9 @@ def _real_base(
         params=params,
         context_length=llm["max_position_embeddings"],
         description=description,
+        image_settings=image_settings(tile, min_tiles, max_tiles),
+        export_hints=hints,
         extra={
-            "image_settings": image_settings(tile, min_tiles, max_tiles),
             "original_config": cfg,
             "image_token_id": IMAGE_TOKEN_IDS[key],
             "template": cfg["template"],
@@ -191,6 +235,7 @@ def internvl3_base() -> BaseSpec:
             "InternVL3 2B (InternViT-300M + Qwen2.5-1.5B), converted locally to the native "
             "layout; dynamic 448x448 tiles (up to 12 + thumbnail), 256 tokens per tile"
         ),
+        hints=export_hints("Qwen2ForCausalLM", QWEN2_PRETOKENIZER),
     )
 
 
@@ -207,6 +252,8 @@ def internvl2_base() -> BaseSpec:
             "InternVL2 2B (InternViT-300M + InternLM2-chat-1.8B), converted locally to the "
             "native layout (packed wqkv split); dynamic 448x448 tiles, 256 tokens per tile"
         ),
+        # InternLM2's tokenizer is SentencePiece, not a byte-level BPE: no pre-tokenizer
+        hints=export_hints("LlamaForCausalLM", None),
     )
 
 
@@ -252,8 +299,9 @@ def tiny_base() -> BaseSpec:
             "Offline toy InternVL (native layout, Qwen2 LM, random weights, local tokenizer): "
             "56x56 tiles, up to 4 + thumbnail, 4 tokens per tile"
         ),
+        image_settings=image_settings(TINY_TILE, 1, TINY_MAX_TILES),
+        export_hints=export_hints("Qwen2ForCausalLM", QWEN2_PRETOKENIZER),
         extra={
-            "image_settings": image_settings(TINY_TILE, 1, TINY_MAX_TILES),
             "seed": TINY_SEED,
             "template": TINY_TEMPLATE,
         },

@@ -24,7 +24,15 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from dlm.records import BaseSpec, ImageGeometry, ParamCounts, TextConfig, VisionConfig
+from dlm.records import (
+    BaseSpec,
+    ExportHints,
+    ImageGeometry,
+    ParamCounts,
+    Pretokenizer,
+    TextConfig,
+    VisionConfig,
+)
 
 FAMILY = "mistral3"
 ARCHITECTURE = "Mistral3ForConditionalGeneration"
@@ -98,6 +106,24 @@ TINY_PARAMS = ParamCounts(total=538_176, vision=259_328, language=278_848)
 REAL_PARAMS = ParamCounts(total=24_011_361_280, vision=438_958_080, language=23_572_403_200)
 
 
+#: Tekken's split pattern (the corrected one transformers applies with
+#: ``fix_mistral_regex``; the tiny tokenizer is built with it, see
+#: ``tiny.TEKKEN_PATTERN``), which llama.cpp implements as ``tekken``.
+TEKKEN_SPLIT_PATTERN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+#: llama.cpp converts both halves as Mistral3ForConditionalGeneration. The Pixtral
+#: mmproj stores the [IMG_BREAK] embedding, which it reads from a tensor the HF
+#: layout keeps under ``language_model.`` (skipped on the mmproj side): the exporter
+#: stages those rows for it.
+EXPORT_HINTS = ExportHints(
+    mmproj_token_embedding=IMAGE_BREAK_TOKEN,
+    pretokenizer=Pretokenizer("tekken", TEKKEN_SPLIT_PATTERN),
+)
+
+
 def image_tokens(side: int) -> int:
     """LM tokens one ``side x side`` image becomes: rows of ``[IMG]`` plus a break/end each."""
     per_row = side // (PATCH_SIZE * SPATIAL_MERGE)
@@ -130,6 +156,8 @@ def _text(cfg: dict[str, Any]) -> TextConfig:
         num_kv_heads=cfg["num_key_value_heads"],
         vocab_size=cfg["vocab_size"],
         max_position=cfg["max_position_embeddings"],
+        # 32 heads of 128 in the real 5120-wide model: not hidden / heads
+        head_dim=cfg["head_dim"],
     )
 
 
@@ -140,6 +168,8 @@ def _vision(cfg: dict[str, Any], side: int) -> VisionConfig:
         intermediate_size=cfg["intermediate_size"],
         num_heads=cfg["num_attention_heads"],
         patches_per_image=(side // cfg["patch_size"]) ** 2,
+        # transformers' Pixtral attends over all of a batch's images under one dense mask
+        block_mask=True,
     )
 
 
@@ -173,11 +203,10 @@ def real_base() -> BaseSpec:
             "Mistral Small 3.1 24B Instruct, images pinned to 1540x1540 "
             f"({image_tokens(REAL_SIDE)} tokens: 3025 [IMG] + 55 row breaks); CUDA-first"
         ),
+        image_settings=_pinned(REAL_SIDE),
+        export_hints=EXPORT_HINTS,
         extra={
-            "image_settings": _pinned(REAL_SIDE),
             "config": cfg,
-            # 32 heads of 128 in a 5120-wide model: not hidden / heads
-            "text_head_dim": text["head_dim"],
             "image_feature_tokens": (REAL_SIDE // (PATCH_SIZE * SPATIAL_MERGE)) ** 2,
             "torch_dtype": cfg["torch_dtype"],
         },
@@ -203,10 +232,10 @@ def tiny_base() -> BaseSpec:
             "Offline toy Mistral 3 (Pixtral vision, random weights, local tokenizer), "
             "for tests and demos"
         ),
+        image_settings=_pinned(TINY_SIDE),
+        export_hints=EXPORT_HINTS,
         extra={
-            "image_settings": _pinned(TINY_SIDE),
             "seed": TINY_SEED,
-            "text_head_dim": text["head_dim"],
             "image_feature_tokens": (TINY_SIDE // (PATCH_SIZE * SPATIAL_MERGE)) ** 2,
         },
     )

@@ -120,6 +120,7 @@ def real_base() -> BaseSpec:
             num_kv_heads=text["num_key_value_heads"],
             vocab_size=text["vocab_size"],
             max_position=text.get("max_position_embeddings", GEMMA_MAX_POSITIONS),
+            head_dim=text.get("head_dim", GEMMA_HEAD_DIM),
         ),
         vision=VisionConfig(
             num_layers=vision["num_hidden_layers"],
@@ -136,11 +137,8 @@ def real_base() -> BaseSpec:
             "PaliGemma 3B mix (SigLIP + Gemma 2B), 224x224 images (256 tokens); "
             "prompts use task prefixes (caption en, answer en ...)"
         ),
-        extra={
-            "image_settings": _image_settings(REAL_SIDE),
-            "config": cfg,
-            "head_dim": text.get("head_dim", GEMMA_HEAD_DIM),
-        },
+        image_settings=_image_settings(REAL_SIDE),
+        extra={"config": cfg},
     )
 
 
@@ -170,6 +168,7 @@ def tiny_base() -> BaseSpec:
             # the built tokenizer decides the exact rows; this is their bound
             vocab_size=tiny_vocab_rows(TINY_BPE_VOCAB + LOC_SEG_TOKENS + 1),
             max_position=text["max_position_embeddings"],
+            head_dim=text["head_dim"],
         ),
         vision=VisionConfig(
             num_layers=vision["num_hidden_layers"],
@@ -183,7 +182,8 @@ def tiny_base() -> BaseSpec:
         context_length=text["max_position_embeddings"],
         tiny=True,
         description="Offline toy PaliGemma (random weights, local tokenizer), for tests and demos",
-        extra={"image_settings": _image_settings(TINY_SIDE), "seed": TINY_SEED},
+        image_settings=_image_settings(TINY_SIDE),
+        extra={"seed": TINY_SEED},
     )
 
 

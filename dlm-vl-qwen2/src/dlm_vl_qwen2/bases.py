@@ -14,7 +14,15 @@ from importlib import resources
 from typing import Any
 
 from dlm.family import FIT_KEEP_ASPECT, FIT_KEY
-from dlm.records import BaseSpec, ImageGeometry, ParamCounts, TextConfig, VisionConfig
+from dlm.records import (
+    BaseSpec,
+    ExportHints,
+    ImageGeometry,
+    ParamCounts,
+    Pretokenizer,
+    TextConfig,
+    VisionConfig,
+)
 
 FAMILY = "qwen2-vl"
 ARCHITECTURE = "Qwen2VLForConditionalGeneration"
@@ -74,6 +82,19 @@ TINY_VISION_CONFIG: dict[str, Any] = {
 TOKEN_SIDE = 28
 # Qwen2-VL's own lower bound (4 tokens); a prepared image is far above it.
 MIN_PIXELS = 56 * 56
+
+
+#: Qwen2's split pattern (transformers' ``tokenization_qwen2.PRETOKENIZE_REGEX``),
+#: which llama.cpp implements as its ``qwen2`` pre-tokenizer.
+QWEN2_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+#: llama.cpp registers Qwen2VLForConditionalGeneration for both halves, so only the
+#: pre-tokenizer is declared: the tiny tokenizer is retrained, its hash unknown.
+EXPORT_HINTS = ExportHints(
+    pretokenizer=Pretokenizer("qwen2", QWEN2_SPLIT_PATTERN, normalizer="NFC"),
+)
 
 
 def _pixels(side: int) -> dict[str, Any]:
@@ -138,7 +159,9 @@ def real_base() -> BaseSpec:
         params=ParamCounts(total=2_208_985_600, vision=665_271_296, language=1_543_714_304),
         context_length=cfg["max_position_embeddings"],
         description="Qwen2-VL 2B Instruct, images fit in 672x672 keeping their aspect (<= 576 tokens)",
-        extra={"image_settings": _pixels(REAL_SIDE), "config": cfg},
+        image_settings=_pixels(REAL_SIDE),
+        export_hints=EXPORT_HINTS,
+        extra={"config": cfg},
     )
 
 
@@ -180,7 +203,9 @@ def tiny_base() -> BaseSpec:
         context_length=text["max_position_embeddings"],
         tiny=True,
         description="Offline toy Qwen2-VL (random weights, local tokenizer), for tests and demos",
-        extra={"image_settings": _pixels(TINY_SIDE), "seed": TINY_SEED},
+        image_settings=_pixels(TINY_SIDE),
+        export_hints=EXPORT_HINTS,
+        extra={"seed": TINY_SEED},
     )
 
 

@@ -115,11 +115,6 @@ RUNTIME_BYTES = {"cuda": GIB // 2, "mps": GIB, "cpu": GIB // 2}
 #: Caching-allocator slack on top of the tensors alive at the peak.
 FRAGMENTATION = 0.05
 
-#: Vision towers whose SDPA path builds a dense block-diagonal mask over all
-#: the images of a batch (transformers' Pixtral). A base can say so itself
-#: with ``extra["vision_block_mask"]``.
-_BLOCK_MASK_ARCHITECTURES = frozenset({"Mistral3ForConditionalGeneration"})
-
 
 @attrs.frozen
 class MemoryEstimate:
@@ -193,24 +188,12 @@ def precision_bytes(precision: str) -> int:
 
 
 def head_dim(base: BaseSpec) -> int:
-    """Attention head size of the LM, else hidden / heads.
+    """Attention head size of the LM: the base's ``TextConfig.head_dim``, else hidden / heads.
 
     Some bases' heads are narrower than hidden / heads (Mistral Small 3.1:
-    32 heads of 128 with hidden 5120). Read from ``extra["text_head_dim"]``,
-    ``extra["head_dim"]``, or the shipped config kept in
-    ``extra["config"]["text_config"]["head_dim"]``, whichever the plugin gives.
+    32 heads of 128 with hidden 5120); their family declares it.
     """
-    extra = base.extra
-    config = extra.get("config")
-    text_config = config.get("text_config") if isinstance(config, dict) else None
-    for value in (
-        extra.get("text_head_dim"),
-        extra.get("head_dim"),
-        text_config.get("head_dim") if isinstance(text_config, dict) else None,
-    ):
-        if isinstance(value, int) and value > 0:
-            return value
-    return base.text.hidden_size // base.text.num_heads
+    return base.text.head_dim or base.text.hidden_size // base.text.num_heads
 
 
 def lora_param_count(
@@ -381,9 +364,8 @@ def estimate_memory(
     geometry = base.image
     tiles = max(1, geometry.max_image_tokens() // max(1, geometry.tokens_per_image))
     patches = images * tiles * v.patches_per_image
-    block_mask = base.extra.get("vision_block_mask", base.architecture in _BLOCK_MASK_ARCHITECTURES)
     vision_peak = patches * d * (6 * v.hidden_size + 2 * v.intermediate_size)
-    if block_mask:
+    if v.block_mask:  # one dense patches x patches mask over the batch's images
         vision_peak += patches * patches * d
     vision_output = images * geometry.max_image_tokens() * t.hidden_size * d
     vision_activations = 0
