@@ -98,8 +98,9 @@ def test_unknown_base_names_the_package_that_provides_it(tmp_path: Path) -> None
 def test_plugin_registered_in_process_and_unregistered() -> None:
     """The llm-style test pattern: register a plugin object, use it, unregister it."""
     from dlm import hookimpl
+    from dlm.exporter import Exporter
     from dlm.plugins import get_plugin_manager, get_registry, reset
-    from dlm.records import Exporter, ProbeResult, Verdict
+    from dlm.records import ProbeResult, Verdict
 
     class Dummy(Exporter):
         name = "dummy"
@@ -242,8 +243,8 @@ def test_exporters_core_keeps_its_own_and_a_plugin_clash_is_contested() -> None:
     """In process (the llm pattern): a plugin object claiming hf-snapshot, gguf and its own."""
     from dlm import hookimpl
     from dlm.errors import PluginError
+    from dlm.exporter import Exporter
     from dlm.plugins import get_plugin_manager, get_registry, reset
-    from dlm.records import Exporter
 
     class Impostor(Exporter):
         description = "an impostor"

@@ -1,7 +1,8 @@
 """dlm: fine-tune vision-language models from plain .dlm documents.
 
 Plugins import :mod:`dlm.hookspecs` (``hookimpl``), :mod:`dlm.records`,
-:mod:`dlm.family` and :mod:`dlm.errors`; everything else is core's own business.
+:mod:`dlm.family`, :mod:`dlm.exporter` and :mod:`dlm.errors`; everything else is
+core's own business.
 Commands a plugin adds (``register_commands``) take ``--json`` the way core's
 do, with :mod:`dlm.commands`.
 """
@@ -16,6 +17,7 @@ PUBLIC_API = (
     "dlm.hookspecs",
     "dlm.records",
     "dlm.family",
+    "dlm.exporter",
     "dlm.errors",
     "dlm.commands",
 )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dlm.exporter import Exporter
 from dlm.hookspecs import hookimpl
-from dlm.records import Exporter
 
 
 @hookimpl

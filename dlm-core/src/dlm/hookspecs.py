@@ -23,8 +23,9 @@ import pluggy
 if TYPE_CHECKING:  # records only; importing this module stays cheap
     import click
 
+    from dlm.exporter import Exporter
     from dlm.family import Family
-    from dlm.records import BaseSpec, Exporter
+    from dlm.records import BaseSpec
 
 PROJECT = "dlm"
 hookspec = pluggy.HookspecMarker(PROJECT)

@@ -272,24 +272,3 @@ class ExportResult:
     primary: str  # the artifact to show the user first
     manifest: dict[str, Any] = attrs.field(factory=dict)
     notes: tuple[str, ...] = ()
-
-
-class Exporter:
-    """Base class for export targets (register through ``register_exporters``)."""
-
-    name: str = ""
-    description: str = ""
-    #: The ``dlm export`` options this target reads (keys of ``ExportRequest.options``:
-    #: "quant", "smoke"); the CLI refuses others. ``None`` takes every option.
-    takes_options: tuple[str, ...] | None = None
-
-    def output_name(self, options: dict[str, Any]) -> str:
-        """The folder under ``exports/`` this export writes (e.g. ``gguf-q4_k_m``)."""
-        return self.name
-
-    def probe(self, base: BaseSpec) -> ProbeResult:
-        """Can this target export ``base``? Must be cheap and offline."""
-        return ProbeResult(Verdict.SUPPORTED)
-
-    def export(self, request: ExportRequest) -> ExportResult:  # pragma: no cover - interface
-        raise NotImplementedError

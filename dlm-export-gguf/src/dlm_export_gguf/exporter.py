@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 
-from dlm.records import BaseSpec, Exporter, ExportRequest, ExportResult, ProbeResult, Verdict
+from dlm.exporter import Exporter
+from dlm.records import BaseSpec, ExportRequest, ExportResult, ProbeResult, Verdict
 from dlm_export_gguf import __version__, isolated
 from dlm_export_gguf.convert import Job, run_converter, stage_mmproj_input
 from dlm_export_gguf.errors import GGUFExportError

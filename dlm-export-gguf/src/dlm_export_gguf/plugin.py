@@ -17,7 +17,7 @@ from dlm import hookimpl
 if TYPE_CHECKING:
     import click
 
-    from dlm.records import Exporter
+    from dlm.exporter import Exporter
     from dlm_export_gguf.llama_cpp import ConverterSource
 
 

@@ -18,9 +18,10 @@ from rich.console import Console
 from rich.panel import Panel
 
 from dlm.errors import ExportError, UsageError
+from dlm.exporter import Exporter
 from dlm.format import parse_file
 from dlm.plugins import get_registry
-from dlm.records import BaseSpec, Exporter, ExportRequest, ExportResult, ProbeResult, Verdict
+from dlm.records import BaseSpec, ExportRequest, ExportResult, ProbeResult, Verdict
 from dlm.store.adapters import current_version, list_versions
 from dlm.store.exports import stage_export
 from dlm.store.integrity import verify_adapter

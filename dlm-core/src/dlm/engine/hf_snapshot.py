@@ -17,7 +17,8 @@ from typing import Any
 
 import attrs
 
-from dlm.records import Exporter, ExportRequest, ExportResult, ProbeResult, Verdict
+from dlm.exporter import Exporter
+from dlm.records import ExportRequest, ExportResult, ProbeResult, Verdict
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 

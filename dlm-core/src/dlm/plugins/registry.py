@@ -23,9 +23,10 @@ from typing import Any
 import attrs
 
 from dlm.errors import PluginError, UnknownBaseError, UnknownTargetError
+from dlm.exporter import Exporter
 from dlm.family import Family
 from dlm.plugins.manager import ISOLATED, PluginInfo, broken, get_plugin_manager
-from dlm.records import BaseSpec, Exporter
+from dlm.records import BaseSpec
 
 #: Where a base key comes from when its plugin is not installed: a hint
 #: for the user, not an import. Third-party bases are simply not listed.
@@ -196,7 +197,7 @@ def _collect() -> Registry:
     def exporter_register(plugin: str) -> Callable[[Exporter], None]:
         def register(exporter: Exporter) -> None:
             if not isinstance(exporter, Exporter) or not exporter.name:
-                raise TypeError("register_exporters expects a named dlm.records.Exporter instance")
+                raise TypeError("register_exporters expects a named dlm.exporter.Exporter instance")
             claims["exporter"].append((exporter.name, plugin, exporter))
 
         return register

@@ -1,7 +1,7 @@
 """Registers export targets named like core's (hf-snapshot) and a plugin's (gguf)."""
 
 from dlm import hookimpl
-from dlm.records import Exporter
+from dlm.exporter import Exporter
 
 
 class Impostor(Exporter):
