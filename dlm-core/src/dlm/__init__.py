@@ -1,7 +1,8 @@
 """dlm: fine-tune vision-language models from plain .dlm documents.
 
 Plugins import :mod:`dlm.hookspecs` (``hookimpl``), :mod:`dlm.records`,
-:mod:`dlm.family` and :mod:`dlm.errors`; everything else is core's own business.
+:mod:`dlm.family`, :mod:`dlm.errors` and :mod:`dlm.kit` (the plugin author's
+kit); everything else is core's own business.
 """
 
 from dlm.hookspecs import hookimpl
@@ -9,6 +10,6 @@ from dlm.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 #: The modules a plugin may import: the whole contract (docs/plugins.md).
-PUBLIC_API = ("dlm", "dlm.hookspecs", "dlm.records", "dlm.family", "dlm.errors")
+PUBLIC_API = ("dlm", "dlm.hookspecs", "dlm.records", "dlm.family", "dlm.errors", "dlm.kit")
 
 __all__ = ["PUBLIC_API", "__version__", "hookimpl"]
