@@ -5,7 +5,7 @@ author's kit"). Files and places: :func:`dlm_home`, :func:`sha256_file`,
 :func:`atomic_write_text`, :data:`GIB`. Bases built locally:
 :func:`build_once` and :func:`file_lock` (a converted checkpoint), and for a
 tiny base :func:`train_bpe` / :func:`train_byte_level_bpe` (a real BPE with
-merges from a small corpus), :func:`bpe_vocab_and_merges` and
+merges from a small corpus), :func:`tokenizer_from_bpe` and
 :func:`write_tiny_base`. Images: :func:`open_prepared`.
 
 Nothing here imports torch, transformers or tokenizers at module import.
@@ -112,13 +112,14 @@ def train_byte_level_bpe(
     )
 
 
-def bpe_vocab_and_merges(tokenizer: Any) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A trained BPE's vocabulary and merge pairs, as the slow-tokenizer classes
-    (``Qwen2Tokenizer``, ``GemmaTokenizer``…) take them."""
-    model = json.loads(tokenizer.to_str())["model"]
+def tokenizer_from_bpe(tokenizer_class: Any, bpe: Any, **kwargs: Any) -> Any:
+    """``tokenizer_class(vocab=…, merges=…, **kwargs)`` from a trained BPE: the
+    transformers classes that take a vocabulary and merge pairs (``Qwen2Tokenizer``,
+    ``GemmaTokenizer``…), so the tiny tokenizer is the class the real base uses."""
+    model = json.loads(bpe.to_str())["model"]
     # tokenizers writes a merge as a [left, right] list (older versions: "left right")
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return model["vocab"], merges  # type: ignore[return-value]  # each a (left, right) pair
+    return tokenizer_class(vocab=model["vocab"], merges=merges, **kwargs)
 
 
 def write_tiny_base(
@@ -149,12 +150,12 @@ def write_tiny_base(
 __all__ = [
     "GIB",
     "atomic_write_text",
-    "bpe_vocab_and_merges",
     "build_once",
     "dlm_home",
     "file_lock",
     "open_prepared",
     "sha256_file",
+    "tokenizer_from_bpe",
     "train_bpe",
     "train_byte_level_bpe",
     "write_tiny_base",

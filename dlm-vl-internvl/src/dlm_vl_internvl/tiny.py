@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dlm.kit import bpe_vocab_and_merges, train_byte_level_bpe, write_tiny_base
+from dlm.kit import tokenizer_from_bpe, train_byte_level_bpe, write_tiny_base
 from dlm.records import BaseSpec
 from dlm_vl_internvl.bases import (
     TINY_BPE_VOCAB,
@@ -58,10 +58,9 @@ def build_plain_tokenizer() -> Any:
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
 
     bpe = train_byte_level_bpe(CORPUS, TINY_BPE_VOCAB, PRETOKENIZE_REGEX, nfc=True)
-    vocab, merges = bpe_vocab_and_merges(bpe)
-    tokenizer = Qwen2Tokenizer(
-        vocab=vocab,
-        merges=merges,  # type: ignore[arg-type]  # (left, right) pairs are accepted
+    tokenizer = tokenizer_from_bpe(
+        Qwen2Tokenizer,
+        bpe,
         extra_special_tokens=list(SPECIAL_TOKENS),
         model_max_length=TINY_TEXT_CONFIG["max_position_embeddings"],
         errors="replace",

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dlm.kit import bpe_vocab_and_merges, train_bpe, write_tiny_base
+from dlm.kit import tokenizer_from_bpe, train_bpe, write_tiny_base
 from dlm.records import BaseSpec
 from dlm_vl_paligemma.bases import (
     IMAGE_TOKEN,
@@ -64,10 +64,9 @@ def build_tokenizer() -> Any:
         byte_fallback=True,
         unk_token=UNK,
     )
-    vocab, merges = bpe_vocab_and_merges(bpe)
-    tokenizer = GemmaTokenizer(
-        vocab=vocab,
-        merges=merges,  # type: ignore[arg-type]  # (left, right) pairs are accepted
+    tokenizer = tokenizer_from_bpe(
+        GemmaTokenizer,
+        bpe,
         pad_token=PAD,
         eos_token=EOS,
         bos_token=BOS,

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from dlm.kit import bpe_vocab_and_merges, train_byte_level_bpe, write_tiny_base
+from dlm.kit import tokenizer_from_bpe, train_byte_level_bpe, write_tiny_base
 from dlm.records import BaseSpec
 from dlm_vl_qwen2.bases import (
     TINY_BPE_VOCAB,
@@ -65,12 +65,11 @@ def build_tokenizer() -> Any:
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
 
     bpe = train_byte_level_bpe(CORPUS, TINY_BPE_VOCAB, PRETOKENIZE_REGEX, nfc=True)
-    vocab, merges = bpe_vocab_and_merges(bpe)
     # Qwen2Tokenizer adds <|endoftext|> (unk/bos-less eos/pad) right after the
     # BPE vocabulary, then the extra specials in order: the real layout.
-    tokenizer = Qwen2Tokenizer(
-        vocab=vocab,
-        merges=merges,  # type: ignore[arg-type]  # (left, right) pairs are accepted
+    tokenizer = tokenizer_from_bpe(
+        Qwen2Tokenizer,
+        bpe,
         extra_special_tokens=list(SPECIAL_TOKENS),
         model_max_length=32768,
         errors="replace",
