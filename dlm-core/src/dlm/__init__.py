@@ -1,10 +1,10 @@
 """dlm: fine-tune vision-language models from plain .dlm documents.
 
 Plugins import :mod:`dlm.hookspecs` (``hookimpl``), :mod:`dlm.records`,
-:mod:`dlm.family`, :mod:`dlm.exporter` and :mod:`dlm.errors`; everything else is
-core's own business.
-Commands a plugin adds (``register_commands``) take ``--json`` the way core's
-do, with :mod:`dlm.commands`.
+:mod:`dlm.family`, :mod:`dlm.exporter`, :mod:`dlm.errors` and :mod:`dlm.kit`
+(the plugin author's kit); everything else is core's own business. Commands a
+plugin adds (``register_commands``) take ``--json`` the way core's do, with
+:mod:`dlm.commands`.
 """
 
 from dlm.hookspecs import hookimpl
@@ -20,6 +20,7 @@ PUBLIC_API = (
     "dlm.exporter",
     "dlm.errors",
     "dlm.commands",
+    "dlm.kit",
 )
 
 __all__ = ["PUBLIC_API", "__version__", "hookimpl"]

@@ -19,17 +19,13 @@ import, so ``dlm --help`` and ``dlm plugins`` stay fast.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlm.errors import DlmError
 from dlm.records import BaseSpec, ExampleKind, TokenCount, TrainingExample
+from dlm.store.bases import DOWNLOAD_PATTERNS, TINY_MARKER
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -37,21 +33,6 @@ if TYPE_CHECKING:
 # LoRA on the language model only: the vision tower and projector stay frozen.
 LANGUAGE_MODEL_LINEAR_REGEX = (
     r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-)
-
-#: Written into a built tiny base; a base whose marker names another
-#: revision (an older build recipe) is rebuilt.
-TINY_MARKER = "dlm-tiny.json"
-
-#: What a real base needs from its hub repository: weights as safetensors
-#: only (never pickles), configs, tokenizer and chat template files.
-DOWNLOAD_PATTERNS = (
-    "*.json",
-    "*.safetensors",
-    "*.jinja",
-    "*.txt",
-    "*.model",
-    "*.tiktoken",
 )
 
 #: The image setting (saved with the adapter beside the processor's own) that
@@ -105,122 +86,20 @@ class Family:
 
         Tiny bases are built into ``home/bases/<key>`` on first use (see
         :meth:`build_tiny`); real bases are downloaded at their pinned
-        revision. ``home`` defaults to ``$DLM_HOME``.
+        revision. ``home`` defaults to ``$DLM_HOME``. The machinery is core's
+        (:mod:`dlm.store.bases`); a family only says how to build its tiny base.
         """
-        if home is None:
-            from dlm.store.paths import dlm_home
+        from dlm.store.bases import download_base, materialize_tiny
+        from dlm.store.paths import dlm_home
 
-            home = dlm_home()
+        root = Path(home) if home is not None else dlm_home()
         if base.tiny:
-            return self._materialize_tiny(base, Path(home) / "bases")
-        return self._download(base)
+            return materialize_tiny(base, self.name, self.build_tiny, root / "bases")
+        return download_base(base, self.download_patterns)
 
     def build_tiny(self, base: BaseSpec, out_dir: Path) -> None:
         """Write a tiny, deterministic base (model, processor, tokenizer) to ``out_dir``."""
         raise NotImplementedError(f"family {self.name!r} ships no tiny base")
-
-    def _materialize_tiny(self, base: BaseSpec, bases: Path) -> Path:
-        target = bases / base.key
-        if _tiny_is_current(target, base):
-            return target
-        bases.mkdir(parents=True, exist_ok=True)
-        # The lock serialises builders; the rename makes a finished build
-        # appear at once, so a reader never sees half a base.
-        with file_lock(bases / f".{base.key}.lock"):
-            if _tiny_is_current(target, base):
-                return target
-            staging = Path(tempfile.mkdtemp(prefix=f".{base.key}.build-", dir=bases))
-            try:
-                self.build_tiny(base, staging)
-                marker = {"key": base.key, "family": self.name, "revision": base.revision}
-                (staging / TINY_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-                # mkdtemp makes 0700 and safetensors writes 0600: a base in a
-                # shared DLM_HOME must be readable like any file.
-                from dlm.store.atomic import share_modes
-
-                share_modes(staging)
-                if target.exists():  # an older recipe: replace it
-                    stale = Path(tempfile.mkdtemp(prefix=f".{base.key}.stale-", dir=bases))
-                    os.replace(target, stale / base.key)
-                    shutil.rmtree(stale, ignore_errors=True)
-                os.replace(staging, target)
-            finally:
-                if staging.exists():
-                    shutil.rmtree(staging, ignore_errors=True)
-        return target
-
-    def _download(self, base: BaseSpec) -> Path:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import (
-            GatedRepoError,
-            LocalEntryNotFoundError,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
-        )
-
-        patterns = list(self.download_patterns)
-        where = f"{base.hub_id} @ {base.revision[:12]}"
-        try:  # a complete cached snapshot needs no network at all
-            path = Path(
-                snapshot_download(
-                    base.hub_id,
-                    revision=base.revision,
-                    allow_patterns=patterns,
-                    local_files_only=True,
-                )
-            )
-        except Exception:  # not cached, or cached partially: download
-            path = None
-        if path is None or not any(path.glob("*.safetensors")):
-            try:
-                path = Path(
-                    snapshot_download(base.hub_id, revision=base.revision, allow_patterns=patterns)
-                )
-            except GatedRepoError:
-                raise DlmError(
-                    f"{where} is gated: Hugging Face refused the download",
-                    hint=(
-                        f"accept the licence at https://huggingface.co/{base.hub_id} with your "
-                        "account, then set HF_TOKEN (or run `hf auth login`) and retry"
-                    ),
-                    subject="base",
-                ) from None
-            except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-                raise DlmError(
-                    f"{where} was not found on Hugging Face ({type(exc).__name__})",
-                    hint=(
-                        "the repository may be private or renamed: set HF_TOKEN if you have "
-                        "access, or upgrade the plugin that registers this base"
-                    ),
-                    subject="base",
-                ) from None
-            except LocalEntryNotFoundError:
-                raise DlmError(
-                    f"cannot download {where}: offline (or Hugging Face unreachable) and it "
-                    "is not in the local Hugging Face cache",
-                    hint=(
-                        "connect to the network and unset HF_HUB_OFFLINE, or fetch it once "
-                        f"elsewhere: `hf download {base.hub_id} --revision {base.revision}`; "
-                        "tiny bases (`dlm plugins`) need no download"
-                    ),
-                    subject="base",
-                ) from None
-            except Exception as exc:  # proxy, DNS, disk full: the user acts the same way
-                raise DlmError(
-                    f"cannot download {where}: {type(exc).__name__}: {exc}",
-                    hint=(
-                        "check the network and disk space, then retry; or fetch it with "
-                        f"`hf download {base.hub_id} --revision {base.revision}`"
-                    ),
-                    subject="base",
-                ) from None
-        if not any(path.glob("*.safetensors")):
-            raise DlmError(
-                f"{where} has no safetensors weights; dlm never loads pickled weights",
-                hint="choose a base published as safetensors",
-                subject="base",
-            )
-        return path
 
     # ------------------------------------------------------------- loading
 
@@ -788,35 +667,6 @@ def _restore(current: Any, value: Any) -> Any:
     return value
 
 
-def _tiny_is_current(target: Path, base: BaseSpec) -> bool:
-    marker = target / TINY_MARKER
-    try:
-        data = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    return data.get("revision") == base.revision
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (POSIX); elsewhere the atomic rename alone guards.
-
-    Families that build or convert a base into ``$DLM_HOME/bases`` hold it so
-    two processes never build the same base at once.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 __all__ = [
     "DOWNLOAD_PATTERNS",
     "LANGUAGE_MODEL_LINEAR_REGEX",
@@ -826,7 +676,6 @@ __all__ = [
     "Family",
     "TokenCount",
     "TrainingExample",
-    "file_lock",
 ]
 
 

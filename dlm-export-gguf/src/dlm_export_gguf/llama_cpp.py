@@ -19,7 +19,6 @@ stays the installed wheel either way.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import attrs
 
+from dlm.kit import dlm_home, sha256_file
 from dlm_export_gguf.errors import GGUFExportError
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
@@ -54,12 +54,6 @@ Log = Callable[[str], None]
 def short(revision: str) -> str:
     """A revision as people write it (9 hex digits, like llama.cpp's own changelog)."""
     return revision[:9] if len(revision) >= 40 else revision
-
-
-def dlm_home() -> Path:
-    """``$DLM_HOME``, else ``~/.dlm`` (the same rule as core's store)."""
-    raw = os.environ.get("DLM_HOME")
-    return Path(raw).expanduser() if raw else Path.home() / ".dlm"
 
 
 def llama_cpp_home(home: Path | None = None) -> Path:
@@ -178,14 +172,6 @@ def download_sdist(dest: Path, log: Log | None = None) -> Path:
             f"{SDIST_NAME} yourself and run `dlm gguf fetch --sdist PATH`",
         )
     return sdist
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def extract_converter(sdist: Path, dest: Path) -> None:

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dlm.kit import sha256_file
 from dlm.records import ExportRequest
-from dlm_export_gguf.llama_cpp import sha256_file, short
+from dlm_export_gguf.llama_cpp import short
 
 MANIFEST = "export_manifest.json"
 

@@ -14,11 +14,11 @@ What differs from :class:`dlm.family.Family`:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlm.family import Family
+from dlm.kit import dlm_home, open_prepared
 from dlm.records import BaseSpec, TokenCount, TrainingExample
 from dlm_vl_internvl.bases import FAMILY
 from dlm_vl_internvl.templates import IM_END
@@ -28,14 +28,6 @@ if TYPE_CHECKING:
 
 #: ``<img>`` and ``</img>`` around every image's context tokens.
 IMAGE_DELIMITERS = 2
-
-
-def _home(home: Path | None) -> Path:
-    # the engine always passes the dlm home; this mirrors core's rule for direct callers
-    if home is not None:
-        return Path(home)
-    raw = os.environ.get("DLM_HOME")
-    return (Path(raw).expanduser() if raw else Path.home() / ".dlm").absolute()
 
 
 class InternVLFamily(Family):
@@ -55,7 +47,7 @@ class InternVLFamily(Family):
             return super().materialize(base, home)
         from dlm_vl_internvl.materialize import materialize_converted
 
-        root = _home(home)
+        root = Path(home) if home is not None else dlm_home()
         return materialize_converted(
             base, root / "bases", lambda: super(InternVLFamily, self).materialize(base, root)
         )
@@ -94,16 +86,10 @@ class InternVLFamily(Family):
                 completion=counted.completion,
             )
         image = sum(
-            self.image_tokens(processor, self._open(base, ref.blob_path)) for ref in example.images
+            self.image_tokens(processor, open_prepared(self, base, ref.blob_path))
+            for ref in example.images
         )
         return TokenCount(image=image, prompt=counted.prompt, completion=counted.completion)
-
-    def _open(self, base: BaseSpec, path: Path) -> Image:
-        from PIL import Image as PILImage
-
-        with PILImage.open(path) as img:
-            img.load()
-            return self.prepare_image(base, img)
 
     # ------------------------------------------------------------- export
 

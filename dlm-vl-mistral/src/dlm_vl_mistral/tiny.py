@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from dlm.kit import train_byte_level_bpe, write_tiny_base
 from dlm.records import BaseSpec
 from dlm_vl_mistral.bases import (
     PATCH_SIZE,
@@ -75,26 +76,10 @@ def chat_template() -> str:
 
 def build_tokenizer() -> Any:
     """A byte-level BPE with merges, wrapped as a transformers fast tokenizer."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from tokenizers.trainers import BpeTrainer
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(TEKKEN_PATTERN), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = BpeTrainer(
-        vocab_size=TINY_VOCAB,
-        min_frequency=1,
-        show_progress=False,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(CORPUS.splitlines(keepends=True), trainer)
+    tok = train_byte_level_bpe(CORPUS, TINY_VOCAB, TEKKEN_PATTERN, special_tokens=SPECIAL_TOKENS)
     bos_id = tok.token_to_id(BOS)
     # like the real tokenizer: a plain encode starts with <s>
     tok.post_processor = processors.TemplateProcessing(
@@ -161,13 +146,7 @@ def build_model(tokenizer: Any, seed: int) -> Any:
 
 def build(base: BaseSpec, out_dir: Path) -> None:
     """Write the tiny base (safetensors weights, config, processor, tokenizer) to ``out_dir``."""
-    import torch
-
-    tokenizer = build_tokenizer()
-    processor = build_processor(tokenizer)
-    seed = int(base.extra.get("seed", TINY_SEED))
-    with torch.random.fork_rng(devices=[]):
-        model = build_model(tokenizer, seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    processor = build_processor(build_tokenizer())
+    write_tiny_base(
+        base, out_dir, processor, lambda seed: build_model(processor.tokenizer, seed), TINY_SEED
+    )

@@ -15,10 +15,10 @@ stays cheap.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from dlm.kit import tokenizer_from_bpe, train_bpe, write_tiny_base
 from dlm.records import BaseSpec
 from dlm_vl_paligemma.bases import (
     IMAGE_TOKEN,
@@ -47,33 +47,26 @@ def build_tokenizer() -> Any:
     apart) and ``\\n`` isolated, so the prefix separator the processor
     appends is always a token of its own.
     """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from tokenizers.trainers import BpeTrainer
+    from tokenizers import normalizers, pre_tokenizers
     from transformers import AddedToken, GemmaTokenizer
 
-    trainer_tok = Tokenizer(models.BPE(byte_fallback=True, unk_token=UNK))
-    trainer_tok.normalizer = normalizers.Replace(" ", "▁")
-    trainer_tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split("\n", behavior="isolated"),
-            pre_tokenizers.Split("▁", behavior="merged_with_next"),
-        ]
-    )
-    trainer = BpeTrainer(
-        vocab_size=TINY_BPE_VOCAB,
-        min_frequency=1,
-        show_progress=False,
+    bpe = train_bpe(
+        CORPUS,
+        TINY_BPE_VOCAB,
+        normalizer=normalizers.Replace(" ", "▁"),
+        pre_tokenizer=pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split("\n", behavior="isolated"),
+                pre_tokenizers.Split("▁", behavior="merged_with_next"),
+            ]
+        ),
         special_tokens=[*SPECIAL_TOKENS, *BYTE_TOKENS],
+        byte_fallback=True,
+        unk_token=UNK,
     )
-    trainer_tok.train_from_iterator(CORPUS.splitlines(keepends=True), trainer)
-    model = json.loads(trainer_tok.to_str())["model"]
-    merges: list[Any] = [
-        tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]
-    ]
-
-    tokenizer = GemmaTokenizer(
-        vocab=model["vocab"],
-        merges=merges,
+    tokenizer = tokenizer_from_bpe(
+        GemmaTokenizer,
+        bpe,
         pad_token=PAD,
         eos_token=EOS,
         bos_token=BOS,
@@ -137,13 +130,7 @@ def build_model(tokenizer: Any, seed: int) -> Any:
 
 def build(base: BaseSpec, out_dir: Path) -> None:
     """Write the tiny base (safetensors weights, config, processor, tokenizer) to ``out_dir``."""
-    import torch
-
-    tokenizer = build_tokenizer()
-    processor = build_processor(tokenizer)
-    seed = int(base.extra.get("seed", TINY_SEED))
-    with torch.random.fork_rng(devices=[]):
-        model = build_model(processor.tokenizer, seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    processor = build_processor(build_tokenizer())
+    write_tiny_base(
+        base, out_dir, processor, lambda seed: build_model(processor.tokenizer, seed), TINY_SEED
+    )

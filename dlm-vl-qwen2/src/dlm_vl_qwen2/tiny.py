@@ -13,11 +13,11 @@ stays cheap.
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from dlm.kit import tokenizer_from_bpe, train_byte_level_bpe, write_tiny_base
 from dlm.records import BaseSpec
 from dlm_vl_qwen2.bases import (
     TINY_BPE_VOCAB,
@@ -62,36 +62,14 @@ def build_tokenizer() -> Any:
     Merges matter: llama.cpp refuses a BPE vocabulary without them, and the
     GGUF export of the tiny base must work like a real one.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers.trainers import BpeTrainer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
 
-    trainer_tok = Tokenizer(models.BPE())
-    trainer_tok.normalizer = normalizers.NFC()
-    trainer_tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    trainer_tok.decoder = decoders.ByteLevel()
-    trainer = BpeTrainer(
-        vocab_size=TINY_BPE_VOCAB,
-        min_frequency=1,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    trainer_tok.train_from_iterator(CORPUS.splitlines(keepends=True), trainer)
-    model = json.loads(trainer_tok.to_str())["model"]
-    merges: Any = [
-        tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]
-    ]
-
+    bpe = train_byte_level_bpe(CORPUS, TINY_BPE_VOCAB, PRETOKENIZE_REGEX, nfc=True)
     # Qwen2Tokenizer adds <|endoftext|> (unk/bos-less eos/pad) right after the
     # BPE vocabulary, then the extra specials in order: the real layout.
-    tokenizer = Qwen2Tokenizer(
-        vocab=model["vocab"],
-        merges=merges,
+    tokenizer = tokenizer_from_bpe(
+        Qwen2Tokenizer,
+        bpe,
         extra_special_tokens=list(SPECIAL_TOKENS),
         model_max_length=32768,
         errors="replace",
@@ -165,13 +143,7 @@ def build_model(tokenizer: Any, seed: int) -> Any:
 
 def build(base: BaseSpec, out_dir: Path) -> None:
     """Write the tiny base (safetensors weights, config, processor, tokenizer) to ``out_dir``."""
-    import torch
-
-    tokenizer = build_tokenizer()
-    processor = build_processor(tokenizer)
-    seed = int(base.extra.get("seed", TINY_SEED))
-    with torch.random.fork_rng(devices=[]):
-        model = build_model(tokenizer, seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    processor = build_processor(build_tokenizer())
+    write_tiny_base(
+        base, out_dir, processor, lambda seed: build_model(processor.tokenizer, seed), TINY_SEED
+    )

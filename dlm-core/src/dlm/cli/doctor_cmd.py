@@ -22,8 +22,7 @@ import click
 
 from dlm.cli.output import console, err_console, json_option, print_json
 from dlm.errors import PlanError
-
-GIB = 1024**3
+from dlm.hardware.host import GIB
 
 
 def _gib(n: int | None) -> str:

@@ -32,12 +32,13 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from dlm.store.atomic import TEMP_PREFIX, atomic_write_text, temp_name
 
 if TYPE_CHECKING:
     from dlm.family import Family
@@ -50,7 +51,6 @@ DEFAULT_MAX_MB = 4096
 MEMORY_BYTES = 2 * 2**30
 SETTINGS_FILE = "settings.json"
 SUFFIX = ".safetensors"
-_TMP_PREFIX = ".tmp-"
 # Relative error (Frobenius) allowed between cached and live features: the
 # same image in another batch differs in the last bits, stale features by O(1).
 _TOLERANCE = {"float32": 1e-4, "float64": 1e-8}
@@ -177,10 +177,10 @@ class FeatureStore:
         folder.mkdir(parents=True, exist_ok=True)
         marker = folder / SETTINGS_FILE
         if not marker.exists():
-            _atomic_text(marker, json.dumps(settings, indent=2, sort_keys=True, default=str))
+            atomic_write_text(marker, json.dumps(settings, indent=2, sort_keys=True, default=str))
         target = self._file(digest, key)
         previous = target.stat().st_size if target.exists() else 0
-        tmp = folder / f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
+        tmp = folder / temp_name(target.name)
         save_file({"features": tensor.detach().contiguous().cpu()}, str(tmp))
         os.replace(tmp, target)  # readers see the old file or the new one, never half
         self._total = self.total_bytes() - previous + target.stat().st_size
@@ -206,7 +206,7 @@ class FeatureStore:
             if not folder.is_dir():
                 continue
             for path in folder.iterdir():
-                if path.suffix == SUFFIX and not path.name.startswith(_TMP_PREFIX):
+                if path.suffix == SUFFIX and not path.name.startswith(TEMP_PREFIX):
                     with contextlib.suppress(OSError):
                         out.append((path, path.stat()))
         return out
@@ -265,12 +265,6 @@ class FeatureStore:
         shutil.rmtree(self.root, ignore_errors=True)
         self._total = 0
         return before
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------- the model side

@@ -7,7 +7,6 @@ store.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import attrs
@@ -16,7 +15,7 @@ from dlm.errors import DocumentError, StoreError
 from dlm.format import resolve_document_path
 from dlm.format.document import Document, ImageSection
 from dlm.records import ImageRef
-from dlm.store.blobs import BlobStore
+from dlm.store.blobs import BlobStore, hash_file
 from dlm.store.images import verify_image
 
 
@@ -31,14 +30,6 @@ class CheckedImage:
     height: int
     notes: tuple[str, ...] = ()  # what using it loses (see ImageInfo.notes)
     missing: bool = False  # not there yet (only with check_images(missing_ok=True))
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_images(
@@ -95,7 +86,7 @@ def check_images(
                 section_index=index,
                 source=section.path,
                 path=path,
-                sha256=_sha256_file(path),
+                sha256=hash_file(path),
                 size=path.stat().st_size,
                 width=info.width,
                 height=info.height,

@@ -16,10 +16,11 @@ import attrs
 from dlm.errors import PromptError, UsageError
 from dlm.family import Family
 from dlm.format import parse_file
+from dlm.kit import open_prepared
 from dlm.plugins import get_registry
 from dlm.records import BaseSpec
 from dlm.store.adapters import current_version, list_versions
-from dlm.store.images import ImageError, open_image, verify_image
+from dlm.store.images import ImageError, verify_image
 from dlm.store.integrity import verify_adapter
 from dlm.store.paths import StorePaths, dlm_home
 
@@ -162,9 +163,7 @@ def generate(
     import torch
 
     settings = loaded.training_run.get("image_settings")
-    images = [
-        loaded.family.prepare_image(loaded.base, open_image(path), settings) for path in image_paths
-    ]
+    images = [open_prepared(loaded.family, loaded.base, path, settings) for path in image_paths]
     inputs = loaded.family.prompt_inputs(
         loaded.base, loaded.processor, images, question, loaded.system_prompt
     )

@@ -1,0 +1,162 @@
+"""The plugin author's kit: core machinery a plugin reuses instead of copying.
+
+Part of the public API (``dlm.PUBLIC_API``; ``docs/plugins.md``, "The plugin
+author's kit"). Files and places: :func:`dlm_home`, :func:`sha256_file`,
+:func:`atomic_write_text`, :data:`GIB`. Bases built locally:
+:func:`build_once` and :func:`file_lock` (a converted checkpoint), and for a
+tiny base :func:`train_bpe` / :func:`train_byte_level_bpe` (a real BPE with
+merges from a small corpus), :func:`tokenizer_from_bpe` and
+:func:`write_tiny_base`. Images: :func:`open_prepared`.
+
+Nothing here imports torch, transformers or tokenizers at module import.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dlm.hardware.host import GIB
+from dlm.records import BaseSpec
+from dlm.store.atomic import atomic_write_text
+from dlm.store.bases import build_once, file_lock
+from dlm.store.blobs import hash_file as sha256_file
+from dlm.store.images import open_image
+from dlm.store.paths import dlm_home
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from dlm.family import Family
+
+
+# ------------------------------------------------------------------ images
+
+
+def open_prepared(
+    family: Family, base: BaseSpec, path: Path, image_settings: dict[str, Any] | None = None
+) -> Image:
+    """The image at ``path`` as ``base``'s model sees it: checked and decoded like
+    every image dlm reads (``ImageError`` names a bad file), then
+    ``family.prepare_image`` (RGB, the pinned size under ``image_settings``)."""
+    return family.prepare_image(base, open_image(Path(path)), image_settings)
+
+
+# ------------------------------------------------------------------ tiny bases
+
+
+def train_bpe(
+    corpus: str,
+    vocab_size: int,
+    *,
+    pre_tokenizer: Any,
+    normalizer: Any = None,
+    decoder: Any = None,
+    special_tokens: Sequence[str] = (),
+    initial_alphabet: Sequence[str] = (),
+    byte_fallback: bool = False,
+    unk_token: str | None = None,
+) -> Any:
+    """A ``tokenizers.Tokenizer`` BPE (with merges) trained on ``corpus`` line by line.
+
+    Deterministic: the same corpus and settings give the same vocabulary.
+    ``special_tokens`` take the first ids, in order. Merges matter: llama.cpp
+    refuses a BPE vocabulary without them.
+    """
+    from tokenizers import Tokenizer, models
+    from tokenizers.trainers import BpeTrainer
+
+    tokenizer = Tokenizer(models.BPE(byte_fallback=byte_fallback, unk_token=unk_token))
+    if normalizer is not None:
+        tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
+    if decoder is not None:
+        tokenizer.decoder = decoder
+    trainer = BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=1,
+        show_progress=False,
+        special_tokens=list(special_tokens),
+        initial_alphabet=list(initial_alphabet),
+    )
+    tokenizer.train_from_iterator(corpus.splitlines(keepends=True), trainer)
+    return tokenizer
+
+
+def train_byte_level_bpe(
+    corpus: str,
+    vocab_size: int,
+    split_pattern: str,
+    *,
+    nfc: bool = False,
+    special_tokens: Sequence[str] = (),
+) -> Any:
+    """A byte-level BPE as GPT-2, Qwen2 and Mistral's Tekken have it: text split by
+    the regex ``split_pattern``, every byte a base symbol, decoded back to text.
+    ``nfc``: NFC-normalise first (Qwen2's tokenizers do)."""
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
+
+    split = pre_tokenizers.Split(Regex(split_pattern), behavior="isolated", invert=False)
+    return train_bpe(
+        corpus,
+        vocab_size,
+        normalizer=normalizers.NFC() if nfc else None,
+        pre_tokenizer=pre_tokenizers.Sequence(
+            [split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        ),
+        decoder=decoders.ByteLevel(),
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+
+
+def tokenizer_from_bpe(tokenizer_class: Any, bpe: Any, **kwargs: Any) -> Any:
+    """``tokenizer_class(vocab=…, merges=…, **kwargs)`` from a trained BPE: the
+    transformers classes that take a vocabulary and merge pairs (``Qwen2Tokenizer``,
+    ``GemmaTokenizer``…), so the tiny tokenizer is the class the real base uses."""
+    model = json.loads(bpe.to_str())["model"]
+    # tokenizers writes a merge as a [left, right] list (older versions: "left right")
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return tokenizer_class(vocab=model["vocab"], merges=merges, **kwargs)
+
+
+def write_tiny_base(
+    base: BaseSpec,
+    out_dir: Path,
+    processor: Any,
+    build_model: Callable[[int], Any],
+    default_seed: int,
+) -> None:
+    """Save a tiny base: ``build_model(seed)``'s weights (safetensors) and ``processor``
+    (with its tokenizer) in ``out_dir``.
+
+    The seed is ``base.extra["seed"]`` when the registry row sets one, else
+    ``default_seed``; torch's global random state is forked around the build,
+    so building leaves the caller's unchanged. Same seed, same bytes.
+    :meth:`~dlm.family.Family.materialize` makes the result appear atomically.
+    """
+    import torch
+
+    seed = int(base.extra.get("seed", default_seed))
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+
+
+__all__ = [
+    "GIB",
+    "atomic_write_text",
+    "build_once",
+    "dlm_home",
+    "file_lock",
+    "open_prepared",
+    "sha256_file",
+    "tokenizer_from_bpe",
+    "train_bpe",
+    "train_byte_level_bpe",
+    "write_tiny_base",
+]
