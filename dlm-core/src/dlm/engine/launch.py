@@ -31,13 +31,17 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from dlm.engine.topology import Topology
 from dlm.engine.train_result import TrainInterrupted, TrainResult, nothing_committed
 from dlm.errors import TrainError
+
+if TYPE_CHECKING:
+    from dlm.engine.prepare import PreparedDocument
+    from dlm.hardware.plan import TrainingPlan
 
 WORKER_MODULE = "dlm.engine.worker"
 SPEC_FILE = "spec.json"
@@ -322,9 +326,9 @@ def train_distributed(
     document: Path,
     allow_outside: bool,
     force: bool,
-    plan: Any,
+    plan: TrainingPlan,
     topology: Topology,
-    prepared: Any,
+    prepared: PreparedDocument,
     blob_root: Path | None,
     started: float,
     console: Console,
