@@ -12,8 +12,11 @@ Nothing is dropped silently: every section gets a :class:`SectionOutcome`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import attrs
 
+from dlm.engine.ingest import CheckedImage
 from dlm.family import Family
 from dlm.format.document import (
     Document,
@@ -192,3 +195,24 @@ def build_examples(
                     )
                 )
     return ExampleSet(tuple(examples), tuple(outcomes))
+
+
+def with_image_refs(
+    examples: Sequence[TrainingExample],
+    images: Sequence[CheckedImage],
+    refs: Mapping[int, ImageRef],
+) -> tuple[TrainingExample, ...]:
+    """The same examples, each image replaced by its ref in ``refs``.
+
+    Examples are built once, from the document, with their images at the
+    document's files (:func:`~dlm.engine.prepare.prepare_document`);
+    training reads the stored copies, so the examples are re-pointed rather
+    than built again. ``refs`` maps an image section's index to its new ref,
+    as :func:`build_examples` takes them; ``images`` are the document's
+    checked images the examples were built from.
+    """
+    new = {(image.sha256, image.source): refs[image.section_index] for image in images}
+    return tuple(
+        attrs.evolve(example, images=tuple(new[r.sha256, r.source] for r in example.images))
+        for example in examples
+    )

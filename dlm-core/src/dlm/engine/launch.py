@@ -31,12 +31,17 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from dlm.engine.topology import Topology
+from dlm.engine.train_result import TrainInterrupted, TrainResult, nothing_committed
 from dlm.errors import TrainError
+
+if TYPE_CHECKING:
+    from dlm.engine.prepare import PreparedDocument
+    from dlm.hardware.plan import TrainingPlan
 
 WORKER_MODULE = "dlm.engine.worker"
 SPEC_FILE = "spec.json"
@@ -181,8 +186,6 @@ def launch_ranks(topology: Topology, spec_path: Path, *, run_id: str, kept: str)
         except ChildFailedError as exc:
             raise rank_failure(exc, spec_path.parent, topology, kept) from None
         except (KeyboardInterrupt, SignalException):
-            from dlm.engine.train import TrainInterrupted
-
             raise TrainInterrupted(
                 f"interrupted; every rank was stopped and nothing was committed, {kept}",
                 hint="run `dlm train` again to start over",
@@ -323,21 +326,19 @@ def train_distributed(
     document: Path,
     allow_outside: bool,
     force: bool,
-    plan: Any,
+    plan: TrainingPlan,
     topology: Topology,
-    prepared: Any,
+    prepared: PreparedDocument,
     blob_root: Path | None,
     started: float,
     console: Console,
-) -> Any:
+) -> TrainResult:
     """Launch the ranks; on machine 0, commit rank 0's adapter (the caller holds the lock)."""
-    from dlm.engine.train import TrainResult
     from dlm.store.adapters import commit_adapter, current_version
 
     paths = prepared.paths
     if topology.main_machine:
-        previous = current_version(paths)
-        kept = f"{previous} remains current" if previous else "no adapter was committed"
+        kept = nothing_committed(current_version(paths))
     else:
         kept = "machine 0 keeps its current adapter"
     run_id = f"dlm-{prepared.doc.frontmatter.dlm_id}-{uuid.uuid4().hex[:8]}"
@@ -363,16 +364,7 @@ def train_distributed(
         )
         launch_ranks(topology, spec_path, run_id=run_id, kept=kept)
         if not topology.main_machine:
-            return TrainResult(
-                version="",
-                steps=0,
-                final_loss=float("nan"),
-                seconds=time.monotonic() - started,
-                startup_seconds=0.0,
-                adapter_dir=Path(),
-                log_path=Path(),
-                plot_path=None,
-            )
+            return TrainResult.elsewhere(seconds=time.monotonic() - started)
         result = _read_result(run_dir)
         adapter = run_dir / ADAPTER_DIR
         with commit_adapter(paths, meta={"base": plan.base, "steps": result["steps"]}) as staging:
@@ -380,16 +372,7 @@ def train_distributed(
                 shutil.copy2(item, staging / item.name)
     version = current_version(paths)
     assert version is not None
-    return TrainResult(
-        version=version,
-        steps=int(result["steps"]),
-        final_loss=float(result["final_loss"]),
-        seconds=float(result["seconds"]),
-        startup_seconds=float(result["startup_seconds"]),
-        adapter_dir=paths.version_dir(version),
-        log_path=Path(result["log_path"]),
-        plot_path=Path(result["plot_path"]) if result.get("plot_path") else None,
-    )
+    return TrainResult.committed(result, version, paths.version_dir(version))
 
 
 def _read_result(run_dir: Path) -> dict[str, Any]:

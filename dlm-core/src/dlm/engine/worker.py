@@ -4,10 +4,10 @@ Started by :mod:`dlm.engine.launch` through torch's elastic agent, which
 sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address.
 The rank rebuilds what the launcher already checked (the document, its
 examples, the processor and the token budget: cheap, deterministic) and
-takes the launcher's plan as is, then runs the same training loop as a
-single process (:func:`dlm.engine.train._train_and_commit`) with its
-:class:`~dlm.engine.distributed.Ranks`. Rank 0 writes the adapter into the
-run folder; the launcher commits it.
+takes the launcher's plan as is, then runs the same
+:class:`~dlm.engine.session.TrainingSession` as a single process, with its
+:class:`~dlm.engine.distributed.Ranks`. Rank 0 hands the adapter over in
+the run folder; the launcher commits it.
 
 A failure is written to ``errors/rank-N.json`` in the run folder (message,
 hint, traceback, and whether it only reports a lost peer) so the launcher
@@ -98,60 +98,45 @@ def _image_refs(prepared: Any, blob_root: str | None) -> dict[int, Any]:
 
 
 def run_rank(spec: dict[str, Any]) -> None:
-    import attrs
     from rich.console import Console
 
     from dlm.engine.budget import check_budget
     from dlm.engine.distributed import Ranks
-    from dlm.engine.examples import build_examples
+    from dlm.engine.examples import with_image_refs
+    from dlm.engine.levers import choose_levers
     from dlm.engine.prepare import prepare_document
     from dlm.engine.quiet import quiet_transformers
-    from dlm.engine.train import TrainOptions, _train_and_commit
+    from dlm.engine.session import BaseAssets, SessionInputs, train
     from dlm.hardware.plan import lora_targets
-    from dlm.store.paths import dlm_home
 
     quiet_transformers()
     run_dir = Path(spec["run_dir"])
     plan = pickle.loads((run_dir / "plan.pickle").read_bytes())
     prepared = prepare_document(spec["document"], allow_outside=spec["allow_outside"])
-    family, base = prepared.family, prepared.base
     settings = prepared.doc.frontmatter.training
     ranks = Ranks.from_environment(
         plan.strategy, find_unused=lora_targets(settings.target_modules)[1]
     )
     console = Console(stderr=True, highlight=False) if ranks.main else Console(quiet=True)
-    base_dir = family.materialize(base, dlm_home())
-    processor = family.load_processor(base, base_dir)
-    image_settings = family.image_settings(base, processor)
-    example_set = build_examples(prepared.doc, family, _image_refs(prepared, spec["blob_root"]))
-    budget = check_budget(prepared.doc, base, family, processor, example_set.examples)
-    prepared = attrs.evolve(prepared, example_set=example_set)
-    started = time.monotonic() - (time.time() - float(spec["started_wall"]))
-    result = _train_and_commit(
+    assets = BaseAssets.load(prepared)
+    refs = _image_refs(prepared, spec["blob_root"])
+    examples = with_image_refs(prepared.example_set.examples, prepared.images, refs)
+    inputs = SessionInputs(
         prepared=prepared,
-        example_set=example_set,
-        budget=budget,
+        examples=examples,
+        budget=check_budget(
+            prepared.doc, prepared.base, prepared.family, assets.processor, examples
+        ),
         plan=plan,
-        base_dir=base_dir,
-        processor=processor,
-        image_settings=image_settings,
-        options=TrainOptions(force=bool(spec["force"]), allow_outside=spec["allow_outside"]),
-        console=console,
-        started=started,
-        ranks=ranks,
-        output_dir=run_dir / "adapter",
+        assets=assets,
+        levers=choose_levers(plan.host.backend),
+        force=bool(spec["force"]),
+        started=time.monotonic() - (time.time() - float(spec["started_wall"])),
     )
+    result = train(inputs, console, ranks=ranks, output_dir=run_dir / "adapter")
     if ranks.main:
-        data = {
-            "steps": result.steps,
-            "final_loss": result.final_loss,
-            "seconds": result.seconds,
-            "startup_seconds": result.startup_seconds,
-            "log_path": str(result.log_path),
-            "plot_path": str(result.plot_path) if result.plot_path else None,
-        }
         tmp = run_dir / "result.json.tmp"
-        tmp.write_text(json.dumps(data))
+        tmp.write_text(json.dumps(result.summary()))
         os.replace(tmp, run_dir / "result.json")
 
 
