@@ -115,13 +115,12 @@ class OllamaExporter(GGUFExporter):
 def _png_of(request: ExportRequest, blob: Path) -> bytes:
     """The image as training saw it (sized under the adapter's image settings), PNG-encoded
     for llama.cpp: sides the processor keeps, so llama.cpp does not resize it its own way."""
-    from PIL import Image
+    from dlm.kit import open_prepared
 
     settings = request.training_run.get("image_settings")
-    with Image.open(blob) as image:
-        prepared = request.family.prepare_image(request.base, image, settings)
-        buf = io.BytesIO()
-        prepared.save(buf, format="PNG")
+    prepared = open_prepared(request.family, request.base, blob, settings)
+    buf = io.BytesIO()
+    prepared.save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -547,16 +547,15 @@ class _ImageCache:
         self._images: dict[str, Any] = {}
 
     def get(self, example: TrainingExample) -> list[Any]:
-        from PIL import Image
+        from dlm.kit import open_prepared
 
         out = []
         for ref in example.images:
             if ref.sha256 not in self._images:
-                with Image.open(ref.blob_path) as img:
-                    img.load()
-                    self._images[ref.sha256] = self._prepared.family.prepare_image(
-                        self._prepared.base, img, self._settings
-                    )
+                # the same opening and preparation `dlm prompt` gives an image
+                self._images[ref.sha256] = open_prepared(
+                    self._prepared.family, self._prepared.base, ref.blob_path, self._settings
+                )
             out.append(self._images[ref.sha256])
         return out
 

@@ -28,6 +28,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from dlm.store.atomic import atomic_write_text
+
 #: Text of errors that only say another process went away or stalled.
 PEER_LOST_PATTERNS = (
     "connection closed by peer",
@@ -66,10 +68,7 @@ def write_error(run_dir: Path, rank: int, exc: BaseException) -> None:
         "peer_lost": _peer_lost(exc),
         "time": time.time(),
     }
-    path = run_dir / "errors" / f"rank-{rank}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(run_dir / "errors" / f"rank-{rank}.json", json.dumps(data, indent=2))
 
 
 def _watch_launcher(launcher_pid: int, interval: float = 1.0) -> None:
@@ -135,9 +134,7 @@ def run_rank(spec: dict[str, Any]) -> None:
     )
     result = train(inputs, console, ranks=ranks, output_dir=run_dir / "adapter")
     if ranks.main:
-        tmp = run_dir / "result.json.tmp"
-        tmp.write_text(json.dumps(result.summary()))
-        os.replace(tmp, run_dir / "result.json")
+        atomic_write_text(run_dir / "result.json", json.dumps(result.summary()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,9 +92,8 @@ from typing import Any
 
 import attrs
 
+from dlm.hardware.host import GIB
 from dlm.records import BaseSpec
-
-GIB = 1024**3
 
 #: The LM projections LoRA can adapt, with the width of each one's input.
 LM_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
