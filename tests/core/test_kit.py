@@ -217,3 +217,38 @@ def test_open_prepared_checks_then_prepares(tmp_path: Path) -> None:
     broken.write_bytes(path.read_bytes()[:40])
     with pytest.raises(ImageError, match=r"broken\.png"):
         kit.open_prepared(Fake(), base, broken)
+
+
+def test_text_config_reads_a_transformers_config() -> None:
+    from dlm.records import TextConfig
+
+    cfg = {
+        "num_hidden_layers": 28, "hidden_size": 1536, "intermediate_size": 8960,
+        "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936,
+        "max_position_embeddings": 32768,
+    }  # fmt: skip
+    assert kit.text_config(cfg) == TextConfig(
+        num_layers=28, hidden_size=1536, intermediate_size=8960, num_heads=12,
+        num_kv_heads=2, vocab_size=151936, max_position=32768, head_dim=None,
+    )  # fmt: skip
+    # head_dim when the config states it; kv heads default to the heads; overrides win
+    gemma = {**cfg, "head_dim": 256}
+    del gemma["num_key_value_heads"], gemma["max_position_embeddings"]
+    text = kit.text_config(gemma, max_position=8192)
+    assert (text.head_dim, text.num_kv_heads, text.max_position) == (256, 12, 8192)
+    with pytest.raises(KeyError, match="max_position_embeddings"):
+        kit.text_config(gemma)  # missing and not overridden: no silent default
+
+
+def test_vision_config_reads_a_vit_config_or_overrides() -> None:
+    vit = {"num_hidden_layers": 27, "hidden_size": 1152, "intermediate_size": 4304,
+           "num_attention_heads": 16}  # fmt: skip
+    vision = kit.vision_config(vit, 256)
+    assert (vision.num_layers, vision.hidden_size, vision.patches_per_image) == (27, 1152, 256)
+    assert vision.block_mask is False
+    assert kit.vision_config(vit, 256, block_mask=True).block_mask is True
+    qwen = {"depth": 32, "embed_dim": 1280, "mlp_ratio": 4, "num_heads": 16}
+    named = kit.vision_config(
+        qwen, 1024, num_layers=32, hidden_size=1280, intermediate_size=5120, num_heads=16
+    )
+    assert (named.num_layers, named.intermediate_size) == (32, 5120)

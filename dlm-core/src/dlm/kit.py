@@ -14,12 +14,12 @@ Nothing here imports torch, transformers or tokenizers at module import.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlm.hardware.host import GIB
-from dlm.records import BaseSpec
+from dlm.records import BaseSpec, TextConfig, VisionConfig
 from dlm.store.atomic import atomic_write_text
 from dlm.store.bases import build_once, file_lock
 from dlm.store.blobs import hash_file as sha256_file
@@ -147,6 +147,51 @@ def write_tiny_base(
     processor.save_pretrained(out_dir)
 
 
+# ------------------------------------------------------------------ registry rows
+
+
+def text_config(cfg: Mapping[str, Any], **overrides: Any) -> TextConfig:
+    """The language model's :class:`TextConfig` from its transformers config
+    (``config.json``'s ``text_config``, Llama/Qwen2/Gemma/Mistral key names).
+
+    ``overrides`` give what the file leaves out or a family knows better (a
+    default ``max_position``, a tiny tokenizer's ``vocab_size``). ``head_dim`` is
+    read when the config states it; ``num_kv_heads`` defaults to ``num_heads``.
+    """
+    keys = {
+        "num_layers": "num_hidden_layers",
+        "hidden_size": "hidden_size",
+        "intermediate_size": "intermediate_size",
+        "num_heads": "num_attention_heads",
+        "vocab_size": "vocab_size",
+        "max_position": "max_position_embeddings",
+    }
+    fields: dict[str, Any] = {
+        name: overrides[name] if name in overrides else cfg[key] for name, key in keys.items()
+    }
+    fields["num_kv_heads"] = overrides.get(
+        "num_kv_heads", cfg.get("num_key_value_heads", fields["num_heads"])
+    )
+    fields["head_dim"] = overrides.get("head_dim", cfg.get("head_dim"))
+    return TextConfig(**fields)
+
+
+def vision_config(cfg: Mapping[str, Any], patches_per_image: int, **overrides: Any) -> VisionConfig:
+    """The vision tower's :class:`VisionConfig` from its transformers config (ViT key
+    names: SigLIP, InternViT, Pixtral). ``patches_per_image`` is the tower's sequence
+    for one image or tile; ``overrides`` for towers that name things otherwise."""
+    keys = {
+        "num_layers": "num_hidden_layers",
+        "hidden_size": "hidden_size",
+        "intermediate_size": "intermediate_size",
+        "num_heads": "num_attention_heads",
+    }
+    fields: dict[str, Any] = {
+        name: overrides.pop(name) if name in overrides else cfg[key] for name, key in keys.items()
+    }
+    return VisionConfig(**fields, patches_per_image=patches_per_image, **overrides)
+
+
 __all__ = [
     "GIB",
     "atomic_write_text",
@@ -155,8 +200,10 @@ __all__ = [
     "file_lock",
     "open_prepared",
     "sha256_file",
+    "text_config",
     "tokenizer_from_bpe",
     "train_bpe",
     "train_byte_level_bpe",
+    "vision_config",
     "write_tiny_base",
 ]

@@ -21,14 +21,13 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from dlm.kit import text_config, vision_config
 from dlm.records import (
     BaseSpec,
     ExportHints,
     ImageGeometry,
     ParamCounts,
     Pretokenizer,
-    TextConfig,
-    VisionConfig,
 )
 from dlm_vl_internvl.templates import IMG_CONTEXT
 
@@ -190,23 +189,9 @@ def _real_base(
             resize="tiles",
             max_tiles=max_tiles,
         ),
-        text=TextConfig(
-            num_layers=llm["num_hidden_layers"],
-            hidden_size=llm["hidden_size"],
-            intermediate_size=llm["intermediate_size"],
-            num_heads=llm["num_attention_heads"],
-            num_kv_heads=llm["num_key_value_heads"],
-            vocab_size=llm["vocab_size"],
-            max_position=llm["max_position_embeddings"],
-        ),
-        vision=VisionConfig(
-            num_layers=vision["num_hidden_layers"],
-            hidden_size=vision["hidden_size"],
-            intermediate_size=vision["intermediate_size"],
-            num_heads=vision["num_attention_heads"],
-            # patches of one tile plus the CLS token
-            patches_per_image=_tiles_per_side(cfg) ** 2 + 1,
-        ),
+        text=text_config(llm),
+        # patches of one tile plus the CLS token
+        vision=vision_config(vision, _tiles_per_side(cfg) ** 2 + 1),
         params=params,
         context_length=llm["max_position_embeddings"],
         description=description,
@@ -275,22 +260,8 @@ def tiny_base() -> BaseSpec:
             resize="tiles",
             max_tiles=TINY_MAX_TILES,
         ),
-        text=TextConfig(
-            num_layers=text["num_hidden_layers"],
-            hidden_size=text["hidden_size"],
-            intermediate_size=text["intermediate_size"],
-            num_heads=text["num_attention_heads"],
-            num_kv_heads=text["num_key_value_heads"],
-            vocab_size=text["vocab_size"],
-            max_position=text["max_position_embeddings"],
-        ),
-        vision=VisionConfig(
-            num_layers=vision["num_hidden_layers"],
-            hidden_size=vision["hidden_size"],
-            intermediate_size=vision["intermediate_size"],
-            num_heads=vision["num_attention_heads"],
-            patches_per_image=side * side + 1,
-        ),
+        text=text_config(text),
+        vision=vision_config(vision, side * side + 1),
         # counted from the built model (tests check these against it)
         params=ParamCounts(total=557_440, vision=194_368, language=363_072),
         context_length=text["max_position_embeddings"],

@@ -24,6 +24,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from dlm.kit import text_config, vision_config
 from dlm.records import (
     BaseSpec,
     ExportHints,
@@ -148,29 +149,13 @@ def real_config() -> dict[str, Any]:
 
 
 def _text(cfg: dict[str, Any]) -> TextConfig:
-    return TextConfig(
-        num_layers=cfg["num_hidden_layers"],
-        hidden_size=cfg["hidden_size"],
-        intermediate_size=cfg["intermediate_size"],
-        num_heads=cfg["num_attention_heads"],
-        num_kv_heads=cfg["num_key_value_heads"],
-        vocab_size=cfg["vocab_size"],
-        max_position=cfg["max_position_embeddings"],
-        # 32 heads of 128 in the real 5120-wide model: not hidden / heads
-        head_dim=cfg["head_dim"],
-    )
+    # head_dim from the config: 32 heads of 128 in the real 5120-wide model, not hidden / heads
+    return text_config(cfg, head_dim=cfg["head_dim"])
 
 
 def _vision(cfg: dict[str, Any], side: int) -> VisionConfig:
-    return VisionConfig(
-        num_layers=cfg["num_hidden_layers"],
-        hidden_size=cfg["hidden_size"],
-        intermediate_size=cfg["intermediate_size"],
-        num_heads=cfg["num_attention_heads"],
-        patches_per_image=(side // cfg["patch_size"]) ** 2,
-        # transformers' Pixtral attends over all of a batch's images under one dense mask
-        block_mask=True,
-    )
+    # transformers' Pixtral attends over all of a batch's images under one dense mask
+    return vision_config(cfg, (side // cfg["patch_size"]) ** 2, block_mask=True)
 
 
 def _geometry(side: int) -> ImageGeometry:

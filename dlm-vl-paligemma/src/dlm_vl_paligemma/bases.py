@@ -16,7 +16,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from dlm.records import BaseSpec, ImageGeometry, ParamCounts, TextConfig, VisionConfig
+from dlm.kit import text_config, vision_config
+from dlm.records import BaseSpec, ImageGeometry, ParamCounts
 
 FAMILY = "paligemma"
 ARCHITECTURE = "PaliGemmaForConditionalGeneration"
@@ -112,23 +113,12 @@ def real_base() -> BaseSpec:
             tokens_per_image=patches,  # one LM token per SigLIP patch
             image_token=IMAGE_TOKEN,
         ),
-        text=TextConfig(
-            num_layers=text["num_hidden_layers"],
-            hidden_size=text["hidden_size"],
-            intermediate_size=text["intermediate_size"],
-            num_heads=text["num_attention_heads"],
-            num_kv_heads=text["num_key_value_heads"],
-            vocab_size=text["vocab_size"],
+        text=text_config(
+            text,
             max_position=text.get("max_position_embeddings", GEMMA_MAX_POSITIONS),
             head_dim=text.get("head_dim", GEMMA_HEAD_DIM),
         ),
-        vision=VisionConfig(
-            num_layers=vision["num_hidden_layers"],
-            hidden_size=vision["hidden_size"],
-            intermediate_size=vision["intermediate_size"],
-            num_heads=vision["num_attention_heads"],
-            patches_per_image=patches,
-        ),
+        vision=vision_config(vision, patches),
         # PaliGemmaForConditionalGeneration built from the config above:
         # vision = SigLIP-So400m (412,442,352) + projector (2,361,344).
         params=ParamCounts(total=2_923_466_480, vision=414_803_696, language=2_508_662_784),
@@ -159,24 +149,9 @@ def tiny_base() -> BaseSpec:
             tokens_per_image=patches,
             image_token=IMAGE_TOKEN,
         ),
-        text=TextConfig(
-            num_layers=text["num_hidden_layers"],
-            hidden_size=text["hidden_size"],
-            intermediate_size=text["intermediate_size"],
-            num_heads=text["num_attention_heads"],
-            num_kv_heads=text["num_key_value_heads"],
-            # the built tokenizer decides the exact rows; this is their bound
-            vocab_size=tiny_vocab_rows(TINY_BPE_VOCAB + LOC_SEG_TOKENS + 1),
-            max_position=text["max_position_embeddings"],
-            head_dim=text["head_dim"],
-        ),
-        vision=VisionConfig(
-            num_layers=vision["num_hidden_layers"],
-            hidden_size=vision["hidden_size"],
-            intermediate_size=vision["intermediate_size"],
-            num_heads=vision["num_attention_heads"],
-            patches_per_image=patches,
-        ),
+        # the built tokenizer decides the exact rows; vocab_size is their bound
+        text=text_config(text, vocab_size=tiny_vocab_rows(TINY_BPE_VOCAB + LOC_SEG_TOKENS + 1)),
+        vision=vision_config(vision, patches),
         # counted from the built model (a test checks them against it)
         params=ParamCounts(total=372_416, vision=109_952, language=262_464),
         context_length=text["max_position_embeddings"],

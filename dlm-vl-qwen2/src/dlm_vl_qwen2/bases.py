@@ -14,13 +14,13 @@ from importlib import resources
 from typing import Any
 
 from dlm.family import FIT_KEEP_ASPECT, FIT_KEY
+from dlm.kit import text_config, vision_config
 from dlm.records import (
     BaseSpec,
     ExportHints,
     ImageGeometry,
     ParamCounts,
     Pretokenizer,
-    TextConfig,
     VisionConfig,
 )
 
@@ -119,6 +119,18 @@ def _patches(side: int, patch: int) -> int:
     return (side // patch) ** 2
 
 
+def _vision(vision: dict[str, Any], patches: int) -> VisionConfig:
+    # Qwen2-VL's tower names its sizes depth / embed_dim / mlp_ratio / num_heads
+    return vision_config(
+        vision,
+        patches,
+        num_layers=vision["depth"],
+        hidden_size=vision["embed_dim"],
+        intermediate_size=vision["embed_dim"] * vision["mlp_ratio"],
+        num_heads=vision["num_heads"],
+    )
+
+
 def real_base() -> BaseSpec:
     cfg = real_config()
     vision = cfg["vision_config"]
@@ -138,22 +150,8 @@ def real_base() -> BaseSpec:
             image_token=IMAGE_TOKEN,
             token_side=TOKEN_SIDE,
         ),
-        text=TextConfig(
-            num_layers=cfg["num_hidden_layers"],
-            hidden_size=cfg["hidden_size"],
-            intermediate_size=cfg["intermediate_size"],
-            num_heads=cfg["num_attention_heads"],
-            num_kv_heads=cfg["num_key_value_heads"],
-            vocab_size=cfg["vocab_size"],
-            max_position=cfg["max_position_embeddings"],
-        ),
-        vision=VisionConfig(
-            num_layers=vision["depth"],
-            hidden_size=vision["embed_dim"],
-            intermediate_size=vision["embed_dim"] * vision["mlp_ratio"],
-            num_heads=vision["num_heads"],
-            patches_per_image=patches,
-        ),
+        text=text_config(cfg),
+        vision=_vision(vision, patches),
         # Qwen2VLForConditionalGeneration built from the config above
         # (embeddings tied): vision = ViT blocks + patch embed + merger.
         params=ParamCounts(total=2_208_985_600, vision=665_271_296, language=1_543_714_304),
@@ -182,22 +180,8 @@ def tiny_base() -> BaseSpec:
             image_token=IMAGE_TOKEN,
             token_side=TOKEN_SIDE,
         ),
-        text=TextConfig(
-            num_layers=text["num_hidden_layers"],
-            hidden_size=text["hidden_size"],
-            intermediate_size=text["intermediate_size"],
-            num_heads=text["num_attention_heads"],
-            num_kv_heads=text["num_key_value_heads"],
-            vocab_size=text["vocab_size"],
-            max_position=text["max_position_embeddings"],
-        ),
-        vision=VisionConfig(
-            num_layers=vision["depth"],
-            hidden_size=vision["embed_dim"],
-            intermediate_size=vision["embed_dim"] * vision["mlp_ratio"],
-            num_heads=vision["num_heads"],
-            patches_per_image=patches,
-        ),
+        text=text_config(text),
+        vision=_vision(vision, patches),
         # counted on the built model (tests check them)
         params=ParamCounts(total=670_656, vision=307_584, language=363_072),
         context_length=text["max_position_embeddings"],
