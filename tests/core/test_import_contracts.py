@@ -45,7 +45,7 @@ VIOLATIONS = {
     "store-imports-engine": ("dlm/store/paths.py", "import dlm.engine.train", "core layers"),
     "format-imports-store": ("dlm/format/parser.py", "import dlm.store.paths", "core layers"),
     "core-imports-a-plugin": (
-        "dlm/engine/export.py",
+        "dlm/engine/export_dispatch.py",
         "import dlm_export_gguf",
         "core never imports a plugin",
     ),

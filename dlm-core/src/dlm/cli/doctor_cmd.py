@@ -62,8 +62,8 @@ def plugin_rows() -> list[dict[str, Any]]:
 def _plan_document(
     doc: Path, host: Any, force: bool, processes: int, **parallel: Any
 ) -> dict[str, Any]:
-    """Parse, build examples, count tokens, plan: see :mod:`dlm.engine.planning`."""
-    from dlm.engine.planning import plan_for_document
+    """Parse, build examples, count tokens, plan: see :mod:`dlm.engine.document_plan`."""
+    from dlm.engine.document_plan import plan_for_document
 
     return plan_for_document(doc, host, force, processes, **parallel)
 
@@ -78,9 +78,9 @@ def gather(
 ) -> dict[str, Any]:
     from dlm.engine.levers import choose_levers
     from dlm.engine.topology import resolve_topology
+    from dlm.hardware.doctor_report import base_verdicts
     from dlm.hardware.host import assume_host, library_versions, probe_host
     from dlm.hardware.plan import usable_bytes
-    from dlm.hardware.report import base_verdicts
     from dlm.plugins import get_registry
 
     topology = resolve_topology(processes, accelerate_config)
@@ -259,7 +259,7 @@ def _processes_row(plan: dict[str, Any]) -> str:
 
 
 def document_plan_rows(report: dict[str, Any], *, max_examples: int = 40) -> list[Any]:
-    """Rich renderables for a :func:`~dlm.hardware.report.document_report` dict."""
+    """Rich renderables for a :func:`~dlm.hardware.doctor_report.document_report` dict."""
     from rich.table import Table
     from rich.text import Text
 

@@ -117,7 +117,7 @@ def _by_kind(prepared: Any) -> dict[str, int]:
 def _print_human(data: dict[str, Any], prepared: Any) -> None:
     from rich.table import Table
 
-    from dlm.engine.report import outcomes_table
+    from dlm.engine.train_report import outcomes_table
 
     base = data["base"]
     console.print(

@@ -22,10 +22,10 @@ from dlm.engine.examples import with_image_refs
 from dlm.engine.ingest import store_images
 from dlm.engine.levers import Levers, choose_levers
 from dlm.engine.prepare import PreparedDocument, prepare_document
-from dlm.engine.report import print_outcomes, print_plan
 from dlm.engine.run_record import utc_now
 from dlm.engine.session import MANIFEST_BYTES, BaseAssets, SessionInputs, train
 from dlm.engine.topology import Topology
+from dlm.engine.train_report import print_outcomes, print_plan
 from dlm.engine.train_result import TrainInterrupted, TrainResult
 from dlm.errors import TrainError
 from dlm.hardware.host import HostFacts

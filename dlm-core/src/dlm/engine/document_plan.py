@@ -14,8 +14,8 @@ from dlm.engine.budget import check_budget
 from dlm.engine.levers import choose_levers
 from dlm.engine.prepare import prepare_document
 from dlm.family import Family
+from dlm.hardware.doctor_report import ExampleBudget, document_report
 from dlm.hardware.host import HostFacts
-from dlm.hardware.report import ExampleBudget, document_report
 from dlm.records import BaseSpec, TokenCount, TrainingExample
 from dlm.store.paths import dlm_home
 
