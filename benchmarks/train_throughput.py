@@ -202,7 +202,7 @@ def _model_config(family: str, tiny_dir: Path, real: Any, dims: dict[str, Any], 
 
 def _processor(family: str, fam: Any, tiny: Any, real: Any, tiny_dir: Path, side: int) -> Any:
     """The tiny base's processor pinned to the real image settings (real token counts)."""
-    settings = fam.default_image_settings(real)
+    settings = dict(real.image_settings)
     if family == "mistral" and side != real.image.width:
         settings = {"size": {"longest_edge": side}}
     if family in ("paligemma", "internvl") and side != real.image.width:
@@ -244,7 +244,7 @@ def _examples(base: Any, fam: Any, folder: Path, side: int) -> tuple[list[Any], 
         )
         with Image.open(path) as img:
             img.load()
-            prepared = fam.prepare_image(base, img)
+            prepared = fam.bind(base).prepare_image(img)
         examples.append(example)
         images.append([prepared])
     return examples, images
@@ -303,7 +303,9 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     model.train()
     examples, images = _examples(base, fam, Path(args.work) / "figures", max(side, 224))
     picked = [i % len(examples) for i in range(args.batch)]
-    batch = fam.collate(base, processor, [examples[i] for i in picked], [images[i] for i in picked])
+    batch = fam.bind(base, processor).collate(
+        [examples[i] for i in picked], [images[i] for i in picked]
+    )
     batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
     keys = [ref.sha256 for i in picked for ref in examples[i].images]
     params = sum(p.numel() for p in model.parameters())
@@ -376,7 +378,7 @@ class StepPath:
                 setup["model"],
                 fam,
                 base,
-                fam.image_settings(base, setup["processor"]),
+                fam.bind(base, setup["processor"]).image_settings_to_save(),
                 precision="bf16" if setup["batch"]["input_ids"].is_cuda else "fp32",
                 device_type=setup["batch"]["input_ids"].device.type,
                 paths=None,

@@ -29,6 +29,7 @@ from dlm.records import (
     TrainingExample,
     VisionConfig,
 )
+from dlm.store.images import ImageError
 
 
 def _base(**changes: Any) -> BaseSpec:
@@ -208,12 +209,12 @@ def test_prepare_image_pins_size_and_mode() -> None:
     from PIL import Image
 
     family = FakeFamily()
-    out = family.prepare_image(_base(), Image.new("RGBA", (300, 10), (1, 2, 3, 4)))
+    out = family.bind(_base()).prepare_image(Image.new("RGBA", (300, 10), (1, 2, 3, 4)))
     assert out.mode == "RGB" and out.size == (56, 28)
-    grey = family.prepare_image(_base(), Image.new("L", (56, 28), 7))
+    grey = family.bind(_base()).prepare_image(Image.new("L", (56, 28), 7))
     assert grey.mode == "RGB" and grey.getpixel((0, 0)) == (7, 7, 7)
     tiled = _base(image=ImageGeometry(448, 448, 256, "<image>", resize="tiles", max_tiles=6))
-    assert family.prepare_image(tiled, Image.new("RGB", (900, 300))).size == (900, 300)
+    assert family.bind(tiled).prepare_image(Image.new("RGB", (900, 300))).size == (900, 300)
 
 
 def test_image_settings_are_json_and_restore_their_types() -> None:
@@ -229,15 +230,35 @@ def test_image_settings_are_json_and_restore_their_types() -> None:
 
     family = FakeFamily()
     family.image_setting_keys = ("size", "patch_size", "resample")
-    saved = family.image_settings(_base(), Processor())
+    saved = family.bind(_base(), Processor()).image_settings_to_save()
     assert saved == {"size": {"shortest_edge": 3136, "longest_edge": 3136}, "patch_size": 14}
     assert json.loads(json.dumps(saved)) == saved
 
-    from dlm.family import _restore
+    from dlm.family.bound import restore_setting
 
-    restored = _restore(ImageProcessor.size, {"shortest_edge": 784, "longest_edge": 784})
+    restored = restore_setting(ImageProcessor.size, {"shortest_edge": 784, "longest_edge": 784})
     assert isinstance(restored, SizeDict) and restored.longest_edge == 784
-    assert family.default_image_settings(_base(image_settings={"a": 1})) == {"a": 1}
+    assert dict(_base(image_settings={"a": 1}).image_settings) == {"a": 1}
+
+
+def test_open_image_checks_then_prepares(tmp_path: Path) -> None:
+    from PIL import Image
+
+    class Fake(Family):
+        name = "fake"
+
+    base = attrs.evolve(
+        _base(), image=ImageGeometry(width=56, height=28, tokens_per_image=4, image_token="<i>")
+    )
+    path = tmp_path / "clear.png"
+    Image.new("RGBA", (200, 100), (0, 0, 0, 0)).save(path)
+    image = Fake().bind(base).open_image(path)
+    assert image.mode == "RGB" and image.size == (56, 28)
+    assert image.getpixel((0, 0)) == (255, 255, 255)  # transparency flattened on white
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ImageError, match=r"broken\.png"):
+        Fake().bind(base).open_image(broken)
 
 
 # ------------------------------------------------------------------ collate on a fake processor
@@ -323,7 +344,7 @@ def test_generic_collate_masks_pads_and_counts(padding_side: str) -> None:
     processor, family, base = FakeProcessor(padding_side), FakeFamily(), _base()
     tok = processor.tokenizer
     examples = _examples()
-    batch = family.collate(base, processor, examples, [None, None, None])
+    batch = family.bind(base, processor).collate(examples, [None, None, None])
     assert set(batch) == {"input_ids", "attention_mask", "labels"}
     ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     expected_labels = [
@@ -340,7 +361,7 @@ def test_generic_collate_masks_pads_and_counts(padding_side: str) -> None:
         assert batch["input_ids"][row][0] == tok.bos_token_id  # exactly one BOS
         assert batch["input_ids"][row][1] != tok.bos_token_id
         assert batch["labels"][row][0] == -100  # BOS is never a target
-        count = family.count_tokens(base, processor, example)
+        count = family.bind(base, processor).count_tokens(example)
         assert count.total == length and count.image == 0
         assert count.completion == len(expected_labels[row])
     assert tok.decode(batch["input_ids"][1][batch["labels"][1] == -100][:8]) == (
@@ -355,13 +376,13 @@ def test_a_template_that_rewrites_turns_is_refused() -> None:
             return rendered + (" [GEN]" if add_generation_prompt else "")
 
     with pytest.raises(DlmError, match="does not extend its generation prompt"):
-        FakeFamily().collate(_base(), Rewriting(), _examples()[:1], [None])
+        FakeFamily().bind(_base(), Rewriting()).collate(_examples()[:1], [None])
 
 
 def test_estimates_without_a_processor() -> None:
     family = FakeFamily()
     text_qa = TrainingExample("a", "d:1", ExampleKind.TEXT_QA, "q" * 7, "a" * 8, system_prompt="s")
-    count = family.count_tokens(_base(), None, text_qa)
+    count = family.bind(_base(), None).count_tokens(text_qa)
     assert (count.image, count.prompt, count.completion) == (0, 1 + 2 + 24, 3 + 1)
     prose = TrainingExample("p", "d:2", ExampleKind.TEXT, "", "x" * 70)
-    assert family.count_tokens(_base(), None, prose).total == 21
+    assert family.bind(_base(), None).count_tokens(prose).total == 21

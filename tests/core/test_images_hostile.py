@@ -93,7 +93,7 @@ def test_sixteen_bit_grey_stays_grey(tmp_path: Path) -> None:
     Image.fromarray(np.full((8, 8), 30000, dtype=np.uint16)).save(tmp_path / "g16.png")
     with Image.open(tmp_path / "g16.png") as image:
         assert image.mode == "I;16"
-        prepared = FakeFamily().prepare_image(UNPINNED, image)
+        prepared = FakeFamily().bind(UNPINNED).prepare_image(image)
     # 30000 / 65535 of full scale is 116 / 255, not the clipped 255 (white)
     assert prepared.getpixel((0, 0)) == (116, 116, 116)
 
@@ -119,13 +119,13 @@ def test_exif_orientation_is_applied_and_reported(tmp_path: Path) -> None:
     info = verify_image(photo)
     assert (info.width, info.height) == (20, 40)  # what `dlm show` reports
     with Image.open(photo) as image:
-        prepared = FakeFamily().prepare_image(UNPINNED, image)
+        prepared = FakeFamily().bind(UNPINNED).prepare_image(image)
     assert prepared.size == (20, 40)
     top, bottom = prepared.getpixel((10, 3)), prepared.getpixel((10, 36))
     assert top[0] > 200 and top[2] < 60, top
     assert bottom[2] > 200 and bottom[0] < 60, bottom
     # idempotent: preparing a prepared image changes nothing
-    assert FakeFamily().prepare_image(UNPINNED, prepared).tobytes() == prepared.tobytes()
+    assert FakeFamily().bind(UNPINNED).prepare_image(prepared).tobytes() == prepared.tobytes()
 
 
 def test_feature_cache_key_covers_image_preparation() -> None:
@@ -157,7 +157,7 @@ def test_animation_and_transparency_are_said_not_silent(tmp_path: Path) -> None:
     assert clear.notes == ("transparent: flattened onto a white background",)
     # a transparent background becomes the white page, not black
     with Image.open(tmp_path / "clear.png") as image:
-        assert FakeFamily().prepare_image(UNPINNED, image).getpixel((0, 0)) == (255, 255, 255)
+        assert FakeFamily().bind(UNPINNED).prepare_image(image).getpixel((0, 0)) == (255, 255, 255)
     Image.new("RGB", (10, 10)).save(tmp_path / "plain.png")
     assert verify_image(tmp_path / "plain.png").notes == ()
 

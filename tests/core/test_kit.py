@@ -20,9 +20,6 @@ import pytest
 
 import dlm
 from dlm import kit
-from dlm.family import Family
-from dlm.records import ImageGeometry
-from dlm.store.images import ImageError
 from tests.core.test_family_generic import _base
 
 CORPUS = "A red circle on a white page.\nA blue square on a cream page.\n" * 3
@@ -194,29 +191,6 @@ def test_write_tiny_base_seeds_and_leaves_the_rng_alone(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "model").read_text().startswith("(7,")
     assert (tmp_path / "c" / "model").read_text().startswith("(3,")
     assert (tmp_path / "a" / "processor").exists()
-
-
-# ------------------------------------------------------------------ images
-
-
-def test_open_prepared_checks_then_prepares(tmp_path: Path) -> None:
-    from PIL import Image
-
-    class Fake(Family):
-        name = "fake"
-
-    base = attrs.evolve(
-        _base(), image=ImageGeometry(width=56, height=28, tokens_per_image=4, image_token="<i>")
-    )
-    path = tmp_path / "clear.png"
-    Image.new("RGBA", (200, 100), (0, 0, 0, 0)).save(path)
-    image = kit.open_prepared(Fake(), base, path)
-    assert image.mode == "RGB" and image.size == (56, 28)
-    assert image.getpixel((0, 0)) == (255, 255, 255)  # transparency flattened on white
-    broken = tmp_path / "broken.png"
-    broken.write_bytes(path.read_bytes()[:40])
-    with pytest.raises(ImageError, match=r"broken\.png"):
-        kit.open_prepared(Fake(), base, broken)
 
 
 def test_text_config_reads_a_transformers_config() -> None:

@@ -71,7 +71,7 @@ def _session(
     base = get_registry().base("tiny-qwen2-vl")
     prepared = SimpleNamespace(
         base=base,
-        family=SimpleNamespace(lora_target_modules=lambda b: ["q_proj", "v_proj"]),
+        family=SimpleNamespace(lora_target_modules=["q_proj", "v_proj"]),
         doc=SimpleNamespace(
             path=Path("/docs/notes.dlm"),
             frontmatter=SimpleNamespace(dlm_id="01TESTID", training=settings),

@@ -46,7 +46,7 @@ def random_lora(t: Tiny, out_dir: Path, *, target_modules: Any = None, seed: int
     config = LoraConfig(
         r=8,
         lora_alpha=16,
-        target_modules=target_modules or t.family.lora_target_modules(t.base),
+        target_modules=target_modules or t.family.lora_target_modules,
         init_lora_weights=False,  # B != 0: the merge must matter
     )
     peft_model = get_peft_model(model, config)
@@ -115,7 +115,7 @@ def prepared_png(t: Tiny, image: Path) -> bytes:
 
     with Image.open(image) as img:
         img.load()
-        prepared = t.family.prepare_image(t.base, img)
+        prepared = t.family.bind(t.base).prepare_image(img)
         buf = io.BytesIO()
         prepared.save(buf, format="PNG")
     return buf.getvalue()
@@ -162,14 +162,16 @@ def transformers_greedy(
     model = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
     processor = t.family.load_processor(t.base, t.base_dir)
     tokenizer = getattr(processor, "tokenizer", processor)
-    stops = [tokenizer.convert_tokens_to_ids(s) for s in t.family.stop_tokens(t.base, processor)]
+    stops = [
+        tokenizer.convert_tokens_to_ids(s) for s in t.family.bind(t.base, processor).stop_tokens()
+    ]
     banned = special_ids(t)
     out = []
     for image in images:
         with Image.open(image) as img:
             img.load()
-            prepared = t.family.prepare_image(t.base, img)
-        inputs = t.family.prompt_inputs(t.base, processor, [prepared], question, system)
+            prepared = t.family.bind(t.base).prepare_image(img)
+        inputs = t.family.bind(t.base, processor).prompt_inputs([prepared], question, system)
         with torch.inference_mode():
             generated = model.generate(
                 **inputs,

@@ -116,7 +116,7 @@ def _png(path: Path, family, base) -> bytes:
     from PIL import Image
 
     with Image.open(path) as img:
-        prepared = family.prepare_image(base, img)
+        prepared = family.bind(base).prepare_image(img)
         png = io.BytesIO()
         prepared.save(png, format="PNG")
     return png.getvalue()
@@ -135,7 +135,7 @@ def test_llama_cpp_recall_equals_transformers(trained, f16) -> None:
     folder, doc, rows = trained
     out, manifest, _ = f16
     loaded = load_adapter_for(doc)
-    stops = tuple(loaded.family.stop_tokens(loaded.base, loaded.processor))
+    stops = tuple(loaded.family.bind(loaded.base, loaded.processor).stop_tokens())
     asked = []
     for file, caption, question, answer in rows:
         path = folder / "figures" / file

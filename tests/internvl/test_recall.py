@@ -46,7 +46,7 @@ def test_tiny_internvl_recalls_an_answer_per_image(
         ref = ImageRef(sha256=file.ljust(64, "0"), blob_path=path, source=file)
         with Image.open(path) as img:
             img.load()
-            prepared = family.prepare_image(base, img)
+            prepared = family.bind(base).prepare_image(img)
         examples.append(
             TrainingExample(
                 file, f"{file}:1", ExampleKind.CAPTION, family.caption_prompt, caption, (ref,)
@@ -63,7 +63,7 @@ def test_tiny_internvl_recalls_an_answer_per_image(
         r=16,
         lora_alpha=32,
         lora_dropout=0.0,
-        target_modules=family.lora_target_modules(base),
+        target_modules=family.lora_target_modules,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -83,7 +83,7 @@ def test_tiny_internvl_recalls_an_answer_per_image(
     try:
         for _epoch in range(EPOCHS):
             for i in torch.randperm(len(examples), generator=generator).tolist():
-                batch = family.collate(base, processor, [examples[i]], [images[i]])
+                batch = family.bind(base, processor).collate([examples[i]], [images[i]])
                 loss = model(**batch).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -98,10 +98,10 @@ def test_tiny_internvl_recalls_an_answer_per_image(
 
     model.eval()
     tokenizer = processor.tokenizer
-    stops = [tokenizer.convert_tokens_to_ids(t) for t in family.stop_tokens(base, processor)]
+    stops = [tokenizer.convert_tokens_to_ids(t) for t in family.bind(base, processor).stop_tokens()]
     answers = {}
     for (file, _caption, question, answer), prepared in zip(rows, images[::2], strict=True):
-        inputs = family.prompt_inputs(base, processor, prepared, question, None)
+        inputs = family.bind(base, processor).prompt_inputs(prepared, question, None)
         with torch.no_grad():
             out = model.generate(
                 **inputs,
@@ -110,7 +110,7 @@ def test_tiny_internvl_recalls_an_answer_per_image(
                 eos_token_id=stops,
                 pad_token_id=tokenizer.pad_token_id,
             )
-        got = family.decode(base, processor, out[0, inputs["input_ids"].shape[1] :])
+        got = family.bind(base, processor).decode(out[0, inputs["input_ids"].shape[1] :])
         answers[file] = (got, answer)
     wrong = {f: pair for f, pair in answers.items() if pair[0] != pair[1]}
     assert not wrong, f"recall failed: {wrong}"

@@ -250,7 +250,7 @@ def test_lora_targets_only_the_language_model(
 ) -> None:
     import re
 
-    pattern = re.compile(tiny_internvl.family.lora_target_modules(tiny_internvl.base))
+    pattern = re.compile(tiny_internvl.family.lora_target_modules)
     linear = [
         name
         for name, module in tiny_internvl_model.named_modules()

@@ -59,7 +59,7 @@ def figure_images(
     images = []
     for path, *_ in figures:
         with Image.open(path) as image:
-            images.append(family.prepare_image(tiny, image.convert("RGB")))
+            images.append(family.bind(tiny).prepare_image(image.convert("RGB")))
     return images
 
 

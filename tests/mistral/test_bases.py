@@ -117,13 +117,13 @@ def test_budget_without_tokenizer_raises_sequence_len_past_the_old_default(
 ) -> None:
     # planning before the download: image tokens exact, text estimated
     examples = (example(ExampleKind.QA, "Which component is this?", "the reranker", images=1),)
-    count = family.count_tokens(real, None, examples[0])
+    count = family.bind(real).count_tokens(examples[0])
     assert count.image == 3080
-    budget = check_budget(_doc(None), real, family, None, examples)
+    budget = check_budget(_doc(None), family.bind(real), examples)
     assert budget.sequence_len == count.total > 2048
     assert budget.note is not None and "3080 image tokens" in budget.note
     with pytest.raises(DocumentError, match="image tokens are never truncated"):
-        check_budget(_doc(2048), real, family, None, examples)
+        check_budget(_doc(2048), family.bind(real), examples)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,9 @@ def test_real_load_processor_pins_1540(
     processor_at_1540: Any, family: Mistral3Family, real: BaseSpec
 ) -> None:
     assert processor_at_1540.image_processor.size.longest_edge == 1540
-    assert family.image_settings(real, processor_at_1540) == {"size": {"longest_edge": 1540}}
+    assert family.bind(real, processor_at_1540).image_settings_to_save() == {
+        "size": {"longest_edge": 1540}
+    }
 
 
 def test_one_pinned_image_is_3080_tokens_and_counts_are_exact(
@@ -145,23 +147,23 @@ def test_one_pinned_image_is_3080_tokens_and_counts_are_exact(
     from PIL import Image
 
     # an odd, non-square photo: prepare_image pins it, the processor keeps it
-    photo = family.prepare_image(real, Image.new("RGB", (2000, 900), (10, 120, 200)))
+    photo = family.bind(real).prepare_image(Image.new("RGB", (2000, 900), (10, 120, 200)))
     assert photo.size == (1540, 1540)
     ex = example(ExampleKind.QA, "Which component is this?", "the reranker", images=1)
-    batch = family.collate(real, processor_at_1540, [ex], [[photo]])
+    batch = family.bind(real, processor_at_1540).collate([ex], [[photo]])
     tok = processor_at_1540.tokenizer
     ids = batch["input_ids"][0].tolist()
     assert batch["image_sizes"].tolist() == [[1540, 1540]]
     assert ids.count(tok.convert_tokens_to_ids("[IMG]")) == 3025
     assert ids.count(tok.convert_tokens_to_ids("[IMG_BREAK]")) == 54
     assert ids.count(tok.convert_tokens_to_ids("[IMG_END]")) == 1
-    count = family.count_tokens(real, processor_at_1540, ex)
+    count = family.bind(real, processor_at_1540).count_tokens(ex)
     assert count.image == 3080
     assert count.total == len(ids) == int(batch["attention_mask"].sum())
-    budget = check_budget(_doc(None), real, family, processor_at_1540, (ex,))
+    budget = check_budget(_doc(None), family.bind(real, processor_at_1540), (ex,))
     assert budget.sequence_len == len(ids)
     with pytest.raises(DocumentError, match=f"needs {len(ids)} tokens"):
-        check_budget(_doc(len(ids) - 1), real, family, processor_at_1540, (ex,))
+        check_budget(_doc(len(ids) - 1), family.bind(real, processor_at_1540), (ex,))
 
 
 def test_shipped_config_is_valid_json_for_transformers() -> None:

@@ -41,7 +41,7 @@ def mixed(
         example(ExampleKind.QA, "Compare them.", "Two shapes.", images=2),
     ]
     images = [[figure_images[0]], [figure_images[1]], [], [], figure_images[2:4]]
-    return examples, family.collate(tiny, processor, examples, images)
+    return examples, family.bind(tiny, processor).collate(examples, images)
 
 
 def test_labels_cover_only_the_completion_and_eos(
@@ -102,7 +102,7 @@ def test_count_tokens_equals_collated_length(
     examples, batch = mixed
     for i, ex in enumerate(examples):
         ids, labels = _row(batch, i)
-        count = family.count_tokens(tiny, processor, ex)
+        count = family.bind(tiny, processor).count_tokens(ex)
         assert count.total == len(ids), ex.kind
         assert count.completion == len(_labelled(labels))
         assert count.image == 20 * len(ex.images)
@@ -116,8 +116,8 @@ def test_estimate_without_tokenizer_errs_long(
 ) -> None:
     examples, _ = mixed
     for ex in examples:
-        exact = family.count_tokens(tiny, processor, ex)
-        guess = family.count_tokens(tiny, None, ex)
+        exact = family.bind(tiny, processor).count_tokens(ex)
+        guess = family.bind(tiny, None).count_tokens(ex)
         assert guess.image == exact.image
         if ex.kind is not ExampleKind.TEXT:
             # with the default system message rendered, the estimate still covers it
@@ -148,8 +148,8 @@ def test_prompt_inputs_carry_the_system_prompt(
     family: Mistral3Family, tiny: BaseSpec, processor: Any, figure_images: list[Any]
 ) -> None:
     tok = processor.tokenizer
-    inputs = family.prompt_inputs(
-        tiny, processor, [figure_images[0]], "Which component is this?", "Answer briefly."
+    inputs = family.bind(tiny, processor).prompt_inputs(
+        [figure_images[0]], "Which component is this?", "Answer briefly."
     )
     text = tok.decode(inputs["input_ids"][0].tolist())
     assert text.startswith("<s>[SYSTEM_PROMPT]Answer briefly.[/SYSTEM_PROMPT][INST][IMG]")
@@ -162,7 +162,7 @@ def test_prompt_inputs_carry_the_system_prompt(
 def test_no_system_prompt_renders_the_default_message(
     family: Mistral3Family, tiny: BaseSpec, processor: Any
 ) -> None:
-    inputs = family.prompt_inputs(tiny, processor, [], "What does dlm train?", None)
+    inputs = family.bind(tiny, processor).prompt_inputs([], "What does dlm train?", None)
     text = processor.tokenizer.decode(inputs["input_ids"][0].tolist())
     assert text.startswith("<s>[SYSTEM_PROMPT]You are Mistral Small 3,")
     # the published template stamps the render day (strftime_now); dlm pins it
@@ -180,7 +180,9 @@ def test_default_message_is_the_same_whatever_the_day(
     import transformers.utils.chat_template_utils as templates
 
     def rendered() -> str:
-        return family.render_prompt(processor, None, "What does dlm train?", 0)
+        return family.prompt_format.render_prompt(
+            family.bind(tiny, processor), None, "What does dlm train?", 0
+        )
 
     today = rendered()
 
@@ -196,7 +198,7 @@ def test_default_message_is_the_same_whatever_the_day(
     # the unpinned template would have said 2031: the clock patch is real
     unpinned = processor.tokenizer.chat_template.replace('"2025-03-17"', 'strftime_now("%Y-%m-%d")')
     assert "2031-01-02" in processor.apply_chat_template(
-        family.chat_messages(None, "hi", 0), chat_template=unpinned, tokenize=False
+        family.prompt_format.messages(None, "hi", 0), chat_template=unpinned, tokenize=False
     )
 
 
@@ -211,15 +213,17 @@ def test_generation_stops_at_eos_and_decodes_clean_text(
 
     tok = processor.tokenizer
     model = family.load_model(tiny, tiny_dir, torch.float32, "cpu")
-    stops = family.stop_tokens(tiny, processor)
+    stops = family.bind(tiny, processor).stop_tokens()
     assert stops == ["</s>"]
     eos = [tok.convert_tokens_to_ids(s) for s in stops]
-    inputs = family.prompt_inputs(tiny, processor, [figure_images[0]], "Describe this image.", None)
+    inputs = family.bind(tiny, processor).prompt_inputs(
+        [figure_images[0]], "Describe this image.", None
+    )
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=6, do_sample=False, eos_token_id=eos)
     new = out[0, inputs["input_ids"].shape[1] :]
     assert 1 <= len(new) <= 6
-    answer = family.decode(tiny, processor, new)
+    answer = family.bind(tiny, processor).decode(new)
     assert "[IMG]" not in answer and "</s>" not in answer
     assert answer == tok.decode(new.tolist(), skip_special_tokens=True).strip()
 
@@ -227,12 +231,12 @@ def test_generation_stops_at_eos_and_decodes_clean_text(
 def test_image_settings_round_trip(
     family: Mistral3Family, tiny: BaseSpec, tiny_dir: Path, processor: Any
 ) -> None:
-    settings = family.image_settings(tiny, processor)
+    settings = family.bind(tiny, processor).image_settings_to_save()
     assert settings == {"size": {"longest_edge": 112}}
     reloaded = family.load_processor(tiny, tiny_dir, {"size": {"longest_edge": 56}})
     assert reloaded.image_processor.size.longest_edge == 56
-    assert family.image_settings(tiny, reloaded) == {"size": {"longest_edge": 56}}
-    assert family.chat_template(tiny, processor) == processor.chat_template
+    assert family.bind(tiny, reloaded).image_settings_to_save() == {"size": {"longest_edge": 56}}
+    assert family.bind(tiny, processor).chat_template() == processor.chat_template
 
 
 def test_prepare_image_pins_every_image(
@@ -241,7 +245,7 @@ def test_prepare_image_pins_every_image(
     from PIL import Image
 
     for size, mode in (((640, 200), "RGB"), ((30, 90), "L"), ((112, 112), "RGBA")):
-        prepared = family.prepare_image(tiny, Image.new(mode, size))
+        prepared = family.bind(tiny).prepare_image(Image.new(mode, size))
         assert prepared.size == (112, 112) and prepared.mode == "RGB"
         encoded = processor.image_processor(prepared, return_tensors="pt")
         assert encoded["image_sizes"].tolist() == [[112, 112]]
@@ -255,7 +259,7 @@ def test_lora_targets_only_the_language_model(
     import torch
 
     model = family.load_model(tiny, tiny_dir, torch.float32, "cpu")
-    pattern = family.lora_target_modules(tiny)
+    pattern = family.lora_target_modules
     assert isinstance(pattern, str)
     hits = [n for n, _ in model.named_modules() if re.fullmatch(pattern, n)]
     assert len(hits) == 2 * 7  # q k v o gate up down, per layer

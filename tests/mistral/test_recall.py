@@ -45,7 +45,8 @@ def test_tiny_base_learns_image_conditioned_recall(
         images += [[image], [image]]
     assert len({q for _, _, q, _ in figures}) == 1  # one question, four answers
     batches = [
-        family.collate(tiny, processor, [e], [im]) for e, im in zip(examples, images, strict=True)
+        family.bind(tiny, processor).collate([e], [im])
+        for e, im in zip(examples, images, strict=True)
     ]
 
     torch.manual_seed(SEED)
@@ -55,7 +56,7 @@ def test_tiny_base_learns_image_conditioned_recall(
         r=16,
         lora_alpha=32,
         lora_dropout=0.0,
-        target_modules=family.lora_target_modules(tiny),
+        target_modules=family.lora_target_modules,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -88,10 +89,10 @@ def test_tiny_base_learns_image_conditioned_recall(
     eos = [processor.tokenizer.eos_token_id]
     answers = {}
     for (path, _, question, answer), image in zip(figures, figure_images, strict=True):
-        inputs = family.prompt_inputs(tiny, processor, [image], question, None)
+        inputs = family.bind(tiny, processor).prompt_inputs([image], question, None)
         with torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=16, do_sample=False, eos_token_id=eos)
-        got = family.decode(tiny, processor, out[0, inputs["input_ids"].shape[1] :])
+        got = family.bind(tiny, processor).decode(out[0, inputs["input_ids"].shape[1] :])
         answers[path.name] = (got, answer)
     wrong = {name: pair for name, pair in answers.items() if pair[0] != pair[1]}
     assert not wrong, f"recall failed (got, want): {wrong}"

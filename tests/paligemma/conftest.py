@@ -72,7 +72,7 @@ def make_examples(
         path = folder / file
         ref = ImageRef(sha256=file, blob_path=path, source=f"figures/{file}")
         with Image.open(path) as img:
-            prepared = tiny.family.prepare_image(tiny.base, img)
+            prepared = tiny.family.bind(tiny.base).prepare_image(img)
         for kind, prompt, completion in (
             (ExampleKind.CAPTION, tiny.family.caption_prompt, caption),
             (ExampleKind.QA, question, answer),

@@ -63,7 +63,7 @@ def test_labels_cover_only_the_completion_and_eos(
     examples, images = rows
     family, base, processor = tiny_paligemma.family, tiny_paligemma.base, tiny_paligemma.processor
     tokenizer = processor.tokenizer
-    batch = family.collate(base, processor, examples[:4], images[:4])
+    batch = family.bind(base, processor).collate(examples[:4], images[:4])
     assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "pixel_values", "labels"}
     assert tuple(batch["pixel_values"].shape) == (4, 3, 56, 56)
     for i, example in enumerate(examples[:4]):
@@ -91,13 +91,13 @@ def test_count_tokens_matches_the_collated_row(
 ) -> None:
     examples, images = rows
     family, base, processor = tiny_paligemma.family, tiny_paligemma.base, tiny_paligemma.processor
-    batch = family.collate(base, processor, examples, images)
+    batch = family.bind(base, processor).collate(examples, images)
     for i, example in enumerate(examples):
-        count = family.count_tokens(base, processor, example)
+        count = family.bind(base, processor).count_tokens(example)
         assert count.image == 16
         assert count.total == len(_row(batch, i, "input_ids"))
         assert count.completion == sum(1 for tid in _row(batch, i, "labels") if tid != -100)
-        estimate = family.count_tokens(base, None, example)
+        estimate = family.bind(base, None).count_tokens(example)
         assert estimate.image == 16 and estimate.prompt > 0 and estimate.completion > 0
 
 
@@ -107,15 +107,15 @@ def test_system_prompt_is_ignored_in_training_and_prompting(
     examples, images = rows
     family, base, processor = tiny_paligemma.family, tiny_paligemma.base, tiny_paligemma.processor
     with_system = [attrs.evolve(e, system_prompt="You answer about figures.") for e in examples]
-    plain = family.collate(base, processor, examples[:2], images[:2])
-    other = family.collate(base, processor, with_system[:2], images[:2])
+    plain = family.bind(base, processor).collate(examples[:2], images[:2])
+    other = family.bind(base, processor).collate(with_system[:2], images[:2])
     for key in ("input_ids", "token_type_ids", "labels"):
         assert plain[key].equal(other[key])
-    assert family.count_tokens(base, processor, with_system[1]) == family.count_tokens(
-        base, processor, examples[1]
-    )
-    asked = family.prompt_inputs(base, processor, images[1], examples[1].prompt, "Be brief.")
-    bare = family.prompt_inputs(base, processor, images[1], examples[1].prompt, None)
+    assert family.bind(base, processor).count_tokens(with_system[1]) == family.bind(
+        base, processor
+    ).count_tokens(examples[1])
+    asked = family.bind(base, processor).prompt_inputs(images[1], examples[1].prompt, "Be brief.")
+    bare = family.bind(base, processor).prompt_inputs(images[1], examples[1].prompt, None)
     assert asked["input_ids"].equal(bare["input_ids"])
 
 
@@ -125,8 +125,8 @@ def test_prompt_inputs_are_the_training_prefix(
     examples, images = rows
     family, base, processor = tiny_paligemma.family, tiny_paligemma.base, tiny_paligemma.processor
     for i in (0, 1):  # a caption and a question
-        batch = family.collate(base, processor, [examples[i]], [images[i]])
-        inputs = family.prompt_inputs(base, processor, images[i], examples[i].prompt, None)
+        batch = family.bind(base, processor).collate([examples[i]], [images[i]])
+        inputs = family.bind(base, processor).prompt_inputs(images[i], examples[i].prompt, None)
         assert "labels" not in inputs
         prefix_len = int((batch["token_type_ids"][0] == 0).sum())
         assert inputs["input_ids"][0].tolist() == batch["input_ids"][0, :prefix_len].tolist()
@@ -154,14 +154,14 @@ def test_collate_refuses_examples_without_an_image(
     )
     for example in (text_qa, prose):
         with pytest.raises(ValueError, match=r"doc\.dlm:\d+: family paligemma cannot train"):
-            family.collate(base, processor, [examples[0], example], [images[0], []])
+            family.bind(base, processor).collate([examples[0], example], [images[0], []])
         with pytest.raises(ValueError, match="without an image"):
-            family.count_tokens(base, processor, example)
+            family.bind(base, processor).count_tokens(example)
     # an image example whose image was not passed
     with pytest.raises(ValueError, match="1 images but 0 were given"):
-        family.collate(base, processor, [examples[0]], [[]])
+        family.bind(base, processor).collate([examples[0]], [[]])
     with pytest.raises(ValueError, match="at least one"):
-        family.prompt_inputs(base, processor, [], "Which component is this?", None)
+        family.bind(base, processor).prompt_inputs([], "Which component is this?", None)
 
 
 # ------------------------------------------------------------------ the prefix-LM mask
@@ -186,7 +186,7 @@ def test_changing_a_completion_token_never_reaches_the_prefix(
 
     examples, images = rows
     family, base, processor = tiny_paligemma.family, tiny_paligemma.base, tiny_paligemma.processor
-    batch = family.collate(base, processor, [examples[1]], [images[1]])
+    batch = family.bind(base, processor).collate([examples[1]], [images[1]])
     types = batch["token_type_ids"][0]
     first = int((types == 0).sum())  # first completion position
     changed = first + 1
@@ -216,7 +216,7 @@ def test_the_model_builds_the_prefix_lm_mask_from_token_type_ids(
 
     examples, images = rows
     family, base, processor = tiny_paligemma.family, tiny_paligemma.base, tiny_paligemma.processor
-    batch = family.collate(base, processor, [examples[1]], [images[1]])
+    batch = family.bind(base, processor).collate([examples[1]], [images[1]])
     first = int((batch["token_type_ids"][0] == 0).sum())
     late = first - 2  # the "?" of the question, before the "\n" separator
     altered = {k: v.clone() for k, v in batch.items()}
@@ -243,13 +243,13 @@ def test_padding_does_not_change_a_row(
 
     examples, images = rows
     family, base, processor = tiny_paligemma.family, tiny_paligemma.base, tiny_paligemma.processor
-    batch = family.collate(base, processor, examples[:2], images[:2])
+    batch = family.bind(base, processor).collate(examples[:2], images[:2])
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
         together = tiny_paligemma_model(**inputs).logits
     for i in (0, 1):
         alone = _logits(
-            tiny_paligemma_model, family.collate(base, processor, [examples[i]], [images[i]])
+            tiny_paligemma_model, family.bind(base, processor).collate([examples[i]], [images[i]])
         )
         length = alone.shape[0]
         assert torch.allclose(together[i, :length], alone, atol=1e-5, rtol=0)
@@ -264,7 +264,7 @@ def test_training_loss_is_the_completion_cross_entropy(
 
     examples, images = rows
     family, base, processor = tiny_paligemma.family, tiny_paligemma.base, tiny_paligemma.processor
-    batch = family.collate(base, processor, examples[:2], images[:2])
+    batch = family.bind(base, processor).collate(examples[:2], images[:2])
     with torch.no_grad():
         out = tiny_paligemma_model(**batch)
     logits, labels = out.logits[:, :-1], batch["labels"][:, 1:]
@@ -280,14 +280,14 @@ def test_decode_and_stop_tokens(tiny_paligemma: TinyPaliGemma) -> None:
     family, base, processor = tiny_paligemma.family, tiny_paligemma.base, tiny_paligemma.processor
     tokenizer = processor.tokenizer
     answer = tokenizer("the cache layer<eos>", add_special_tokens=False)["input_ids"]
-    assert family.decode(base, processor, answer) == "the cache layer"
+    assert family.bind(base, processor).decode(answer) == "the cache layer"
     prompt = tokenizer(
         "<image>" * 16 + "<bos>answer en Which component is this?\n", add_special_tokens=False
     )["input_ids"]
-    assert family.decode(base, processor, prompt + answer) == "the cache layer"
-    assert family.stop_tokens(base, processor) == ["<eos>"]
+    assert family.bind(base, processor).decode(prompt + answer) == "the cache layer"
+    assert family.bind(base, processor).stop_tokens() == ["<eos>"]
     assert tokenizer.convert_tokens_to_ids("<eos>") == tokenizer.eos_token_id
-    assert family.chat_template(base, processor) is None
+    assert family.bind(base, processor).chat_template() is None
 
 
 def test_an_example_with_two_images_trains_and_prompts(
@@ -298,13 +298,17 @@ def test_an_example_with_two_images_trains_and_prompts(
     examples, images = rows
     family, base, processor = tiny_paligemma.family, tiny_paligemma.base, tiny_paligemma.processor
     pair = attrs.evolve(examples[1], images=examples[1].images + examples[3].images)
-    batch = family.collate(base, processor, [pair, examples[0]], [images[1] + images[3], images[0]])
+    batch = family.bind(base, processor).collate(
+        [pair, examples[0]], [images[1] + images[3], images[0]]
+    )
     assert tuple(batch["pixel_values"].shape) == (3, 3, 56, 56)
-    assert family.count_tokens(base, processor, pair).total == int(batch["attention_mask"][0].sum())
+    assert family.bind(base, processor).count_tokens(pair).total == int(
+        batch["attention_mask"][0].sum()
+    )
     assert int((batch["input_ids"][0] == processor.image_token_id).sum()) == 32
     out = tiny_paligemma_model(**batch)
     assert out.loss.isfinite()
-    inputs = family.prompt_inputs(base, processor, images[1] + images[3], pair.prompt, None)
+    inputs = family.bind(base, processor).prompt_inputs(images[1] + images[3], pair.prompt, None)
     assert (
         inputs["input_ids"][0].tolist()
         == batch["input_ids"][0, : inputs["input_ids"].shape[1]].tolist()

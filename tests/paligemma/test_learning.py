@@ -45,7 +45,7 @@ def test_lora_learns_image_conditioned_recall(
             r=16,
             lora_alpha=32,
             lora_dropout=0.0,
-            target_modules=family.lora_target_modules(base),
+            target_modules=family.lora_target_modules,
             bias="none",
             task_type="CAUSAL_LM",
         ),
@@ -67,7 +67,7 @@ def test_lora_learns_image_conditioned_recall(
     losses: list[float] = []
     for _epoch in range(EPOCHS):
         for i in torch.randperm(len(examples), generator=generator).tolist():
-            batch = family.collate(base, processor, [examples[i]], [images[i]])
+            batch = family.bind(base, processor).collate([examples[i]], [images[i]])
             loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -94,9 +94,9 @@ def _generate(
 ) -> str:
     import torch
 
-    inputs = family.prompt_inputs(base, processor, images, question, None)
+    inputs = family.bind(base, processor).prompt_inputs(images, question, None)
     tokenizer = processor.tokenizer
-    stops = [tokenizer.convert_tokens_to_ids(t) for t in family.stop_tokens(base, processor)]
+    stops = [tokenizer.convert_tokens_to_ids(t) for t in family.bind(base, processor).stop_tokens()]
     with torch.inference_mode():
         out = model.generate(
             **inputs,
@@ -105,4 +105,4 @@ def _generate(
             eos_token_id=stops,
             pad_token_id=tokenizer.pad_token_id,
         )
-    return family.decode(base, processor, out[0, inputs["input_ids"].shape[1] :])
+    return family.bind(base, processor).decode(out[0, inputs["input_ids"].shape[1] :])

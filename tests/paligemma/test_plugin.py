@@ -126,6 +126,6 @@ def test_family_attributes() -> None:
     assert family.name == "paligemma"
     assert family.supports_text_only is False
     assert family.caption_prompt == "caption en"
-    assert family.lora_target_modules(None) == (  # type: ignore[arg-type]
+    assert family.lora_target_modules == (  # type: ignore[arg-type]
         r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
     )

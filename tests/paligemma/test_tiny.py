@@ -102,7 +102,7 @@ def test_model_matches_its_registry_row(
 
 def test_processor_resolution_is_pinned_and_saved(tiny_paligemma: TinyPaliGemma) -> None:
     family, base, processor = tiny_paligemma.family, tiny_paligemma.base, tiny_paligemma.processor
-    settings = family.image_settings(base, processor)
+    settings = family.bind(base, processor).image_settings_to_save()
     assert settings == {"size": {"height": 56, "width": 56}}
     reloaded = family.load_processor(base, tiny_paligemma.base_dir, settings)
     assert reloaded.image_processor.size.height == reloaded.image_processor.size.width == 56

@@ -21,7 +21,7 @@ def _image(tiny: TinyQwen2, colour: tuple[int, int, int]):
 
     # square and larger than the pinned 112²: prepared down to 112² (16 tokens) whether the
     # family stretches or keeps the aspect ratio (Qwen2-VL keeps it: tests/qwen2/test_tiny_base.py)
-    return tiny.family.prepare_image(tiny.base, Image.new("RGB", (168, 168), colour))
+    return tiny.family.bind(tiny.base).prepare_image(Image.new("RGB", (168, 168), colour))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def mixed(tiny_qwen2: TinyQwen2):
         ),
     ]
     images = [[_image(tiny_qwen2, (255, 0, 0))], [_image(tiny_qwen2, (0, 255, 0))], None, []]
-    batch = tiny_qwen2.family.collate(tiny_qwen2.base, tiny_qwen2.processor, examples, images)
+    batch = tiny_qwen2.family.bind(tiny_qwen2.base, tiny_qwen2.processor).collate(examples, images)
     return examples, images, batch
 
 
@@ -124,7 +124,7 @@ def test_count_tokens_matches_the_collated_rows(tiny_qwen2: TinyQwen2, mixed) ->
     examples, _, batch = mixed
     family, base, processor = tiny_qwen2.family, tiny_qwen2.base, tiny_qwen2.processor
     for row, example in enumerate(examples):
-        count = family.count_tokens(base, processor, example)
+        count = family.bind(base, processor).count_tokens(example)
         labels = batch["labels"][row]
         assert count.total == int(batch["attention_mask"][row].sum())
         assert count.completion == int((labels != -100).sum())
@@ -138,13 +138,13 @@ def test_two_images_in_one_row(tiny_qwen2: TinyQwen2) -> None:
         "two", "doc.dlm:1", ExampleKind.QA, "Same colour?", "No.", (_ref("a"), _ref("b"))
     )
     images = [[_image(tiny_qwen2, (255, 0, 0)), _image(tiny_qwen2, (0, 0, 255))]]
-    batch = family.collate(base, processor, [example], images)
+    batch = family.bind(base, processor).collate([example], images)
     image_id = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert int((batch["input_ids"] == image_id).sum()) == 32
-    count = family.count_tokens(base, processor, example)
+    count = family.bind(base, processor).count_tokens(example)
     assert count.image == 32 and count.total == batch["input_ids"].shape[1]
     with pytest.raises(ValueError, match="2 images but 1"):
-        family.collate(base, processor, [example], [images[0][:1]])
+        family.bind(base, processor).collate([example], [images[0][:1]])
 
 
 def test_a_row_collates_the_same_alone_as_in_a_mixed_batch(tiny_qwen2: TinyQwen2, mixed) -> None:
@@ -154,7 +154,7 @@ def test_a_row_collates_the_same_alone_as_in_a_mixed_batch(tiny_qwen2: TinyQwen2
     family, base, processor = tiny_qwen2.family, tiny_qwen2.base, tiny_qwen2.processor
     offset = 0
     for row, example in enumerate(examples):
-        alone = family.collate(base, processor, [example], [images[row]])
+        alone = family.bind(base, processor).collate([example], [images[row]])
         length = alone["input_ids"].shape[1]
         for key in ("input_ids", "labels", "mm_token_type_ids"):
             if key not in alone:  # a prose-only batch has no multimodal token types
@@ -192,8 +192,8 @@ def test_prompt_inputs_carry_the_system_prompt_and_match_training(
     examples, images, batch = mixed
     family, base, processor = tiny_qwen2.family, tiny_qwen2.base, tiny_qwen2.processor
     tokenizer = processor.tokenizer
-    inputs = family.prompt_inputs(
-        base, processor, images[1], examples[1].prompt, examples[1].system_prompt
+    inputs = family.bind(base, processor).prompt_inputs(
+        images[1], examples[1].prompt, examples[1].system_prompt
     )
     text = tokenizer.decode(inputs["input_ids"][0])
     assert text.startswith("<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\n")
@@ -205,11 +205,13 @@ def test_prompt_inputs_carry_the_system_prompt_and_match_training(
     assert batch["labels"][1][prompt_len] != -100
     assert torch.equal(inputs["pixel_values"], batch["pixel_values"][64:])
 
-    default = family.prompt_inputs(base, processor, [], "Hello?", None)
+    default = family.bind(base, processor).prompt_inputs([], "Hello?", None)
     assert "You are a helpful assistant." in tokenizer.decode(default["input_ids"][0])
     assert "pixel_values" not in default
 
-    stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in family.stop_tokens(base, processor)]
+    stop_ids = [
+        tokenizer.convert_tokens_to_ids(t) for t in family.bind(base, processor).stop_tokens()
+    ]
     with torch.no_grad():
         out = tiny_qwen2_model.generate(
             **inputs,
@@ -218,7 +220,7 @@ def test_prompt_inputs_carry_the_system_prompt_and_match_training(
             eos_token_id=stop_ids,
             pad_token_id=tokenizer.pad_token_id,
         )
-    answer = family.decode(base, processor, out[0, prompt_len:])
+    answer = family.bind(base, processor).decode(out[0, prompt_len:])
     assert isinstance(answer, str)
     assert "<|" not in answer
 
@@ -226,22 +228,22 @@ def test_prompt_inputs_carry_the_system_prompt_and_match_training(
 def test_stop_tokens_decode_and_text_only_batches(tiny_qwen2: TinyQwen2) -> None:
     family, base, processor = tiny_qwen2.family, tiny_qwen2.base, tiny_qwen2.processor
     tokenizer = processor.tokenizer
-    assert family.stop_tokens(base, processor) == ["<|im_end|>", "<|endoftext|>"]
-    for token in family.stop_tokens(base, processor):
+    assert family.bind(base, processor).stop_tokens() == ["<|im_end|>", "<|endoftext|>"]
+    for token in family.bind(base, processor).stop_tokens():
         assert len(tokenizer(token)["input_ids"]) == 1
     ids = tokenizer("  It is green.<|im_end|>")["input_ids"]
-    assert family.decode(base, processor, ids) == "It is green."
+    assert family.bind(base, processor).decode(ids) == "It is green."
 
     examples = [
         TrainingExample("t", "d:1", ExampleKind.TEXT_QA, "Why?", "Because."),
         TrainingExample("p", "d:2", ExampleKind.TEXT, "", "Prose only."),
     ]
-    batch = family.collate(base, processor, examples, [None, None])
+    batch = family.bind(base, processor).collate(examples, [None, None])
     assert "pixel_values" not in batch
     assert (
         tokenizer.decode(batch["labels"][1][batch["labels"][1] != -100]) == "Prose only." + IM_END
     )
-    prose = family.collate(base, processor, examples[1:], [None])
+    prose = family.bind(base, processor).collate(examples[1:], [None])
     assert set(prose) == {"input_ids", "attention_mask", "labels"}
 
 
@@ -251,7 +253,7 @@ def test_count_tokens_without_a_processor_estimates() -> None:
 
     family, base = Qwen2VLFamily(), real_base()
     example = TrainingExample("q", "d:1", ExampleKind.QA, "x" * 35, "y" * 7, (_ref("a"),))
-    count = family.count_tokens(base, None, example)
+    count = family.bind(base, None).count_tokens(example)
     assert count.image == 576
     assert count.prompt == 10 + family.chat_overhead_tokens
     assert count.completion == 2 + 1

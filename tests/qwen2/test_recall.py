@@ -52,11 +52,11 @@ def _answers(tiny: TinyQwen2, model, images) -> list[str]:
 
     tokenizer = tiny.processor.tokenizer
     stop_ids = [
-        tokenizer.convert_tokens_to_ids(t) for t in tiny.family.stop_tokens(tiny.base, None)
+        tokenizer.convert_tokens_to_ids(t) for t in tiny.family.bind(tiny.base, None).stop_tokens()
     ]
     answers = []
     for image in images:
-        inputs = tiny.family.prompt_inputs(tiny.base, tiny.processor, [image], QUESTION, None)
+        inputs = tiny.family.bind(tiny.base, tiny.processor).prompt_inputs([image], QUESTION, None)
         with torch.no_grad():
             out = model.generate(
                 **inputs,
@@ -66,7 +66,7 @@ def _answers(tiny: TinyQwen2, model, images) -> list[str]:
                 pad_token_id=tokenizer.pad_token_id,
             )
         new = out[0, inputs["input_ids"].shape[1] :]
-        answers.append(tiny.family.decode(tiny.base, tiny.processor, new))
+        answers.append(tiny.family.bind(tiny.base, tiny.processor).decode(new))
     return answers
 
 
@@ -77,7 +77,7 @@ def test_lora_learns_image_conditioned_answers(tiny_qwen2: TinyQwen2, tmp_path: 
 
     family, base, processor = tiny_qwen2.family, tiny_qwen2.base, tiny_qwen2.processor
     figures = _figures()
-    images = [family.prepare_image(base, image) for image, _ in figures]
+    images = [family.bind(base).prepare_image(image) for image, _ in figures]
     expected = [answer for _, answer in figures]
     examples = [
         TrainingExample(
@@ -90,7 +90,7 @@ def test_lora_learns_image_conditioned_answers(tiny_qwen2: TinyQwen2, tmp_path: 
         )
         for i, answer in enumerate(expected)
     ]
-    batch = family.collate(base, processor, examples, [[image] for image in images])
+    batch = family.bind(base, processor).collate(examples, [[image] for image in images])
 
     threads = torch.get_num_threads()
     # a model this small gains nothing from threads; on a shared CI box they only contend
@@ -103,7 +103,7 @@ def test_lora_learns_image_conditioned_answers(tiny_qwen2: TinyQwen2, tmp_path: 
             r=16,
             lora_alpha=32,
             lora_dropout=0.0,
-            target_modules=family.lora_target_modules(base),
+            target_modules=family.lora_target_modules,
         )
         model = get_peft_model(model, config)
         adapted = {n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A" in n}

@@ -216,16 +216,16 @@ def test_tiny_images_keep_their_aspect_within_sixteen_tokens(tiny_qwen2: TinyQwe
     from PIL import Image
 
     base, family, processor = tiny_qwen2.base, tiny_qwen2.family, tiny_qwen2.processor
-    image = family.prepare_image(base, Image.new("RGBA", (300, 200), (255, 0, 0, 128)))
+    image = family.bind(base).prepare_image(Image.new("RGBA", (300, 200), (255, 0, 0, 128)))
     assert image.mode == "RGB" and image.size == (112, 84)  # 4 x 3 tokens of 28 px
-    square = family.prepare_image(base, Image.new("RGB", (300, 300), "red"))
+    square = family.bind(base).prepare_image(Image.new("RGB", (300, 300), "red"))
     assert square.size == (112, 112)
     # the processor keeps the prepared sizes: it does not rescale them again
     out = processor.image_processor([image, square], return_tensors="pt")
     assert out["image_grid_thw"].tolist() == [[1, 6, 8], [1, 8, 8]]
     assert base.image.tokens_per_image == 16
     assert base.vision.patches_per_image == 64
-    assert family.describe_image(base, 300, 200) == (
+    assert family.bind(base).describe_image(300, 200) == (
         "112×84, aspect kept (1.5 → 1.33), 12 image tokens"
     )
 
@@ -236,10 +236,12 @@ def test_an_adapter_saved_before_the_fit_setting_keeps_stretching(tiny_qwen2: Ti
 
     base, family = tiny_qwen2.base, tiny_qwen2.family
     old = {"size": {"shortest_edge": 12544, "longest_edge": 12544}}
-    image = family.prepare_image(base, Image.new("RGB", (300, 200), "red"), old)
+    image = family.bind(base, image_settings=old).prepare_image(Image.new("RGB", (300, 200), "red"))
     assert image.size == (112, 112)
-    assert family.image_fit(base, old) == "stretch"
-    assert family.describe_image(base, 300, 200, old) == ("stretched to 112×112 (aspect 1.5 → 1)")
+    assert family.bind(base, image_settings=old).image_fit() == "stretch"
+    assert family.bind(base, image_settings=old).describe_image(300, 200) == (
+        "stretched to 112×112 (aspect 1.5 → 1)"
+    )
     processor = family.load_processor(base, tiny_qwen2.base_dir, old)
     assert "fit" not in vars(processor.image_processor)
 
@@ -251,8 +253,8 @@ def test_the_image_reaches_the_language_model(tiny_qwen2: TinyQwen2, tiny_qwen2_
     base, family, processor = tiny_qwen2.base, tiny_qwen2.family, tiny_qwen2.processor
 
     def last_logits(colour: tuple[int, int, int]) -> torch.Tensor:
-        image = family.prepare_image(base, Image.new("RGB", (112, 112), colour))
-        inputs = family.prompt_inputs(base, processor, [image], "What colour is it?", None)
+        image = family.bind(base).prepare_image(Image.new("RGB", (112, 112), colour))
+        inputs = family.bind(base, processor).prompt_inputs([image], "What colour is it?", None)
         with torch.no_grad():
             return tiny_qwen2_model(**inputs).logits[0, -1]
 
@@ -284,14 +286,14 @@ def test_tiny_build_is_deterministic(tiny_qwen2: TinyQwen2, tmp_path: Path, monk
 def test_image_settings_round_trip(tiny_qwen2: TinyQwen2, settings) -> None:
     base, family = tiny_qwen2.base, tiny_qwen2.family
     processor = family.load_processor(base, tiny_qwen2.base_dir, settings)
-    saved = family.image_settings(base, processor)
+    saved = family.bind(base, processor).image_settings_to_save()
     json.dumps(saved)
     expected = settings["size"] if settings else {"shortest_edge": 3136, "longest_edge": 12544}
     assert saved["size"] == expected
     assert saved["fit"] == "keep-aspect"  # a fresh run records its fit with the adapter
     assert (saved["patch_size"], saved["merge_size"], saved["temporal_patch_size"]) == (14, 2, 2)
     reloaded = family.load_processor(base, tiny_qwen2.base_dir, saved)
-    assert family.image_settings(base, reloaded) == saved
+    assert family.bind(base, reloaded).image_settings_to_save() == saved
 
 
 def test_bases_declare_the_qwen2_pretokenizer() -> None:

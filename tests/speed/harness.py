@@ -89,9 +89,9 @@ def collate(loaded: Loaded, examples: list[TrainingExample]) -> dict[str, Any]:
         for ref in example.images:
             with Image.open(ref.blob_path) as img:
                 img.load()
-                row.append(loaded.family.prepare_image(loaded.base, img))
+                row.append(loaded.family.bind(loaded.base).prepare_image(img))
         images.append(row)
-    return loaded.family.collate(loaded.base, loaded.processor, examples, images)
+    return loaded.family.bind(loaded.base, loaded.processor).collate(examples, images)
 
 
 def keys(examples: list[TrainingExample]) -> list[str]:

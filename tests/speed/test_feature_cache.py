@@ -126,8 +126,9 @@ def _batches(folder: Path):
 
 def _run(loaded, store_root: Path, base=None, **changes):
     base = base or loaded.base
-    image_settings = changes.pop("image_settings", None) or loaded.family.image_settings(
-        base, loaded.processor
+    image_settings = (
+        changes.pop("image_settings", None)
+        or loaded.family.bind(base, loaded.processor).image_settings_to_save()
     )
     settings = feature_settings(
         base,

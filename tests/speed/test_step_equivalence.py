@@ -47,7 +47,7 @@ def _examples(folder: Path, family_name: str):
 def _features(loaded, examples):
     features, why = VisionFeatures.for_run(
         loaded.model, loaded.family, loaded.base,
-        loaded.family.image_settings(loaded.base, loaded.processor),
+        loaded.family.bind(loaded.base, loaded.processor).image_settings_to_save(),
         precision="fp32", device_type="cpu", paths=None,
     )  # fmt: skip
     assert why is None

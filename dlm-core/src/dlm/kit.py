@@ -6,7 +6,8 @@ author's kit"). Files and places: :func:`dlm_home`, :func:`sha256_file`,
 :func:`build_once` and :func:`file_lock` (a converted checkpoint), and for a
 tiny base :func:`train_bpe` / :func:`train_byte_level_bpe` (a real BPE with
 merges from a small corpus), :func:`tokenizer_from_bpe` and
-:func:`write_tiny_base`. Images: :func:`open_prepared`.
+:func:`write_tiny_base`. (An image opened and prepared as a base's model
+sees it: ``family.bind(base).open_image(path)``.)
 
 Nothing here imports torch, transformers or tokenizers at module import.
 """
@@ -23,25 +24,10 @@ from dlm.records import BaseSpec, TextConfig, VisionConfig
 from dlm.store.atomic import atomic_write_text
 from dlm.store.bases import build_once, file_lock
 from dlm.store.blobs import hash_file as sha256_file
-from dlm.store.images import open_image
 from dlm.store.paths import dlm_home
 
 if TYPE_CHECKING:
-    from PIL.Image import Image
-
-    from dlm.family import Family
-
-
-# ------------------------------------------------------------------ images
-
-
-def open_prepared(
-    family: Family, base: BaseSpec, path: Path, image_settings: dict[str, Any] | None = None
-) -> Image:
-    """The image at ``path`` as ``base``'s model sees it: checked and decoded like
-    every image dlm reads (``ImageError`` names a bad file), then
-    ``family.prepare_image`` (RGB, the pinned size under ``image_settings``)."""
-    return family.prepare_image(base, open_image(Path(path)), image_settings)
+    pass
 
 
 # ------------------------------------------------------------------ tiny bases
@@ -198,7 +184,6 @@ __all__ = [
     "build_once",
     "dlm_home",
     "file_lock",
-    "open_prepared",
     "sha256_file",
     "text_config",
     "tokenizer_from_bpe",

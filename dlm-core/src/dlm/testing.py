@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 import attrs
 import pytest
 
+from dlm.family import BoundBase, Family
 from dlm.records import BaseSpec, ExampleKind, ImageRef, TrainingExample
 
 __all__ = ["FamilyContract", "TinyBase", "mixed_examples"]
@@ -53,9 +54,13 @@ class TinyBase:
     """A tiny base made ready for the contract: its row, family, folder and processor."""
 
     base: BaseSpec
-    family: Any
+    family: Family
     base_dir: Path
     processor: Any
+
+    @property
+    def bound(self) -> BoundBase:
+        return self.family.bind(self.base, self.processor)
 
 
 def _ref(path: Path) -> ImageRef:
@@ -148,10 +153,10 @@ class FamilyContract:
             Image.new("RGB", size, colour).save(file)
         examples = mixed_examples(tiny.family.supports_text_only, files)
         images = [
-            [tiny.family.prepare_image(tiny.base, Image.open(ref.blob_path)) for ref in e.images]
+            [tiny.bound.prepare_image(Image.open(ref.blob_path)) for ref in e.images]
             for e in examples
         ]
-        batch = tiny.family.collate(tiny.base, tiny.processor, examples, images)
+        batch = tiny.bound.collate(examples, images)
         return examples, images, batch
 
     @staticmethod
@@ -192,7 +197,7 @@ class FamilyContract:
     def test_the_prompt_side_never_sees_the_completion(self, tiny: TinyBase, mixed: Any) -> None:
         examples, images, batch = mixed
         changed = [attrs.evolve(e, completion=e.completion + " Extra words.") for e in examples]
-        other = tiny.family.collate(tiny.base, tiny.processor, changed, images)
+        other = tiny.bound.collate(changed, images)
         for row in range(len(examples)):
             prompt = batch["labels"][row] == -100
             prompt &= batch["attention_mask"][row].bool()
@@ -204,7 +209,7 @@ class FamilyContract:
     ) -> None:
         examples, images, batch = mixed
         for row, example in enumerate(examples):
-            alone = tiny.family.collate(tiny.base, tiny.processor, [example], [images[row]])
+            alone = tiny.bound.collate([example], [images[row]])
             length = int(batch["attention_mask"][row].sum())
             for key in ("input_ids", "labels", "attention_mask"):
                 assert alone[key][0].tolist() == batch[key][row][:length].tolist(), (key, row)
@@ -214,7 +219,7 @@ class FamilyContract:
     def test_count_tokens_is_the_collated_row(self, tiny: TinyBase, mixed: Any) -> None:
         examples, _images, batch = mixed
         for row, example in enumerate(examples):
-            count = tiny.family.count_tokens(tiny.base, tiny.processor, example)
+            count = tiny.bound.count_tokens(example)
             labels = batch["labels"][row]
             assert count.total == int(batch["attention_mask"][row].sum()), example.kind
             assert count.completion == int((labels != -100).sum()), example.kind
@@ -225,8 +230,8 @@ class FamilyContract:
         at 3.5 characters a token, calibrated on real tokenizers, not the tiny ones.)"""
         examples, _images, _batch = mixed
         for example in examples:
-            exact = tiny.family.count_tokens(tiny.base, tiny.processor, example)
-            estimate = tiny.family.count_tokens(tiny.base, None, example)
+            exact = tiny.bound.count_tokens(example)
+            estimate = tiny.family.bind(tiny.base, None).count_tokens(example)
             assert estimate.image >= exact.image, (example.kind, estimate, exact)
             assert estimate.completion > 0, example.kind
 
@@ -239,9 +244,7 @@ class FamilyContract:
         for row, example in enumerate(examples):
             if example.kind is ExampleKind.TEXT:
                 continue  # prose has no question to prompt with
-            inputs = tiny.family.prompt_inputs(
-                tiny.base, tiny.processor, images[row], example.prompt, example.system_prompt
-            )
+            inputs = tiny.bound.prompt_inputs(images[row], example.prompt, example.system_prompt)
             prompt = (batch["labels"][row] == -100) & batch["attention_mask"][row].bool()
             want = batch["input_ids"][row][prompt].tolist()
             assert inputs["input_ids"][0].tolist() == want, example.kind
@@ -251,7 +254,11 @@ class FamilyContract:
     def test_image_features_split_and_join_back(self, tiny: TinyBase, mixed: Any) -> None:
         import torch
 
-        from dlm.engine.feature_cache import encoder_host
+        from dlm.engine.feature_cache import (
+            encoder_host,
+            join_image_features,
+            split_image_features,
+        )
 
         examples, _images, batch = mixed
         model = tiny.family.load_model(tiny.base, tiny.base_dir, torch.float32, "cpu")
@@ -278,13 +285,9 @@ class FamilyContract:
         image_token_id = getattr(tiny.processor, "tokenizer", tiny.processor).convert_tokens_to_ids(
             tiny.base.image.image_token
         )
-        parts = tiny.family.split_image_features(
-            tiny.base, features, batch["input_ids"], image_token_id, n_images
-        )
+        parts = split_image_features(features, batch["input_ids"], image_token_id, n_images)
         assert parts is not None and len(parts) == n_images, "features cannot be split per image"
-        joined = tiny.family.join_image_features(
-            tiny.base, parts, isinstance(features, tuple | list)
-        )
+        joined = join_image_features(parts, isinstance(features, tuple | list))
         if isinstance(features, tuple | list):
             assert len(joined) == len(features)
             assert all(torch.equal(a, b) for a, b in zip(joined, features, strict=True))

@@ -115,10 +115,8 @@ class OllamaExporter(GGUFExporter):
 def _png_of(request: ExportRequest, blob: Path) -> bytes:
     """The image as training saw it (sized under the adapter's image settings), PNG-encoded
     for llama.cpp: sides the processor keeps, so llama.cpp does not resize it its own way."""
-    from dlm.kit import open_prepared
-
     settings = request.training_run.get("image_settings")
-    prepared = open_prepared(request.family, request.base, blob, settings)
+    prepared = request.family.bind(request.base, image_settings=settings).open_image(blob)
     buf = io.BytesIO()
     prepared.save(buf, format="PNG")
     return buf.getvalue()
@@ -198,7 +196,7 @@ def export_gguf(
 
         processor = merged.processor
         bounds = image_token_bounds(processor)
-        stops = family.stop_tokens(base, processor)
+        stops = family.bind(base, processor).stop_tokens()
         template_text, template_note = _ollama_template(request, processor)
         if template_note:
             notes.append(template_note)
@@ -350,7 +348,7 @@ def _special_tokens(processor: Any) -> dict[str, str]:
 
 
 def _ollama_template(request: ExportRequest, processor: Any) -> tuple[str | None, str | None]:
-    jinja = request.family.chat_template(request.base, processor)
+    jinja = request.family.bind(request.base, processor).chat_template()
     if not jinja:
         return None, "the family has no chat template; Ollama will use the GGUF's own"
     try:

@@ -5,9 +5,8 @@ What differs from :class:`dlm.family.Family`:
 - real bases are remote-code checkpoints, converted locally to the native
   layout on first use (:mod:`dlm_vl_internvl.materialize`);
 - images are tiled (InternVL's dynamic 448² tiles plus a thumbnail), so an
-  image's token count depends on its aspect ratio and size: counting opens
-  the image and asks the image processor how many tiles it makes;
-- every image also brings its ``<img>`` / ``</img>`` delimiters;
+  image's token count depends on its aspect ratio and size: the prompt
+  format, :class:`~dlm_vl_internvl.tiles.TiledChatTemplate`, counts them;
 - the tile bounds (``min_patches`` / ``max_patches``) and tile size are the
   resolution settings saved with the adapter.
 """
@@ -15,19 +14,13 @@ What differs from :class:`dlm.family.Family`:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from dlm.family import Family
-from dlm.kit import dlm_home, open_prepared
-from dlm.records import BaseSpec, TokenCount, TrainingExample
+from dlm.family import BoundBase, Family
+from dlm.kit import dlm_home
+from dlm.records import BaseSpec
 from dlm_vl_internvl.bases import FAMILY
 from dlm_vl_internvl.templates import IM_END
-
-if TYPE_CHECKING:
-    from PIL.Image import Image
-
-#: ``<img>`` and ``</img>`` around every image's context tokens.
-IMAGE_DELIMITERS = 2
+from dlm_vl_internvl.tiles import TiledChatTemplate
 
 
 class InternVLFamily(Family):
@@ -39,6 +32,7 @@ class InternVLFamily(Family):
     # <|im_start|>system\n + the default system message (Chinese, ~30 tokens in the
     # real vocabularies) + <|im_end|> and the user/assistant headers
     chat_overhead_tokens = 48
+    prompt_format = TiledChatTemplate()
 
     # ------------------------------------------------------------- weights
 
@@ -57,47 +51,13 @@ class InternVLFamily(Family):
 
         build(base, out_dir)
 
-    # ------------------------------------------------------------- tokens
-
-    def image_tokens(self, processor: Any, image: Image) -> int:
-        """Tokens ``image`` becomes: ``<img>`` + context tokens of every tile + ``</img>``.
-
-        The tile count is the image processor's own (closest tile grid to
-        the aspect ratio within the saved bounds, plus the thumbnail when
-        there is more than one tile).
-        """
-        width, height = image.size
-        # the processor's call-time defaults (crop_to_patches=True) override the
-        # image processor's attribute, so count with them too
-        kwargs = dict(getattr(processor, "images_kwargs", None) or {})
-        tiles = processor.image_processor.get_number_of_image_patches(height, width, kwargs)
-        return IMAGE_DELIMITERS + int(processor.image_seq_length) * int(tiles)
-
-    def count_tokens(self, base: BaseSpec, processor: Any, example: TrainingExample) -> TokenCount:
-        """Exact counts with a processor (each image opened for its size); an upper bound without."""
-        counted = super().count_tokens(base, processor, example)
-        if not example.kind.has_image or not example.images:
-            return counted
-        if processor is None:
-            per_image = base.image.max_image_tokens() + IMAGE_DELIMITERS
-            return TokenCount(
-                image=per_image * len(example.images),
-                prompt=counted.prompt,
-                completion=counted.completion,
-            )
-        image = sum(
-            self.image_tokens(processor, open_prepared(self, base, ref.blob_path))
-            for ref in example.images
-        )
-        return TokenCount(image=image, prompt=counted.prompt, completion=counted.completion)
-
     # ------------------------------------------------------------- export
 
-    def stop_tokens(self, base: BaseSpec, processor: Any) -> list[str]:
+    def stop_tokens(self, bound: BoundBase) -> list[str]:
         # <|im_end|> ends a chat turn; the EOS (</s> for InternLM2, <|im_end|> or
         # <|endoftext|> for Qwen2) ends a document
         stops = [IM_END]
-        tokenizer = getattr(processor, "tokenizer", processor)
+        tokenizer = bound.tokenizer
         for token in (tokenizer.eos_token, "<|endoftext|>"):
             if token and token not in stops and token in tokenizer.get_vocab():
                 stops.append(token)

@@ -50,15 +50,16 @@ class Mistral3Family(Family):
     # Without a tokenizer (planning before a download), assume the default
     # system message is rendered: an estimate that errs long.
     chat_overhead_tokens = math.ceil(_DEFAULT_SYSTEM_CHARS / 3.5) + _TEMPLATE_TOKENS
+    # An assistant turn ends with </s> (the template appends eos_token).
+    stop_strings = ("</s>",)
+    # The repo also ships consolidated.safetensors (Mistral's own format, ~48 GB):
+    # fetch only the transformers shards.
+    download_patterns = ("*.json", "model-*.safetensors", "*.jinja", "*.txt")
 
     def build_tiny(self, base: BaseSpec, out_dir: Path) -> None:
         from dlm_vl_mistral.tiny import build
 
         build(base, out_dir)
-
-    # The repo also ships consolidated.safetensors (Mistral's own format, ~48 GB):
-    # fetch only the transformers shards.
-    download_patterns = ("*.json", "model-*.safetensors", "*.jinja", "*.txt")
 
     def processor_load_kwargs(self, base: BaseSpec) -> dict[str, Any]:
         """The published Mistral Small 3.1 ``tokenizer.json`` carries a wrong
@@ -77,7 +78,3 @@ class Mistral3Family(Family):
             if isinstance(template, str):
                 holder.chat_template = pin_template_date(template)
         return processor
-
-    def stop_tokens(self, base: BaseSpec, processor: Any) -> list[str]:
-        # An assistant turn ends with </s> (the template appends eos_token).
-        return ["</s>"]

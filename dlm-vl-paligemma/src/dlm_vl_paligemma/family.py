@@ -1,21 +1,14 @@
-"""The PaliGemma family: a prefix-LM, trained through the processor's ``suffix=`` path.
-
-PaliGemma is not a chat model. A row is ``<image>×N <bos> prefix \\n`` (the
-prefix: image and task prompt, attended bidirectionally) followed by
-``completion <eos>`` (the suffix: causal). The processor marks the suffix
-with ``token_type_ids == 1``; the model turns that into the prefix-LM
-mask (``block_sequence_ids``) when it is passed, during training and on the
-first generation step alike. Labels cover the suffix only.
+"""The PaliGemma family: a prefix-LM with task prefixes, not a chat model.
 
 What differs from the generic chat-template family:
 
+- **Its prompt format** is :class:`~dlm_vl_paligemma.task_prefix.TaskPrefix`:
+  captions train and prompt as ``caption en``, questions as
+  ``answer en <question>`` (see :mod:`dlm_vl_paligemma.prompts`), laid out
+  by the processor's ``suffix=`` path.
 - **No text-only training** (``supports_text_only = False``): the model is
   always conditioned on an image; the engine skips unbound text sections
-  and reports them, and :meth:`PaliGemmaFamily.collate` refuses an example
-  without an image.
-- **Task prefixes**, not a chat template: captions train and prompt as
-  ``caption en``, questions as ``answer en <question>`` (see
-  :mod:`dlm_vl_paligemma.prompts`).
+  and reports them, and the format refuses an example without an image.
 - **The frontmatter's ``system_prompt`` is ignored.** PaliGemma has no
   system turn, and the mix checkpoints were fine-tuned on bare task
   prefixes: text in front of the prefix puts the model off the
@@ -27,188 +20,33 @@ What differs from the generic chat-template family:
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from dlm.family import Family
-from dlm.records import BaseSpec, TokenCount, TrainingExample
+from dlm.records import BaseSpec
 from dlm_vl_paligemma.bases import FAMILY
-from dlm_vl_paligemma.prompts import CAPTION_PROMPT, prefix_text, task_prompt
-
-if TYPE_CHECKING:
-    from PIL.Image import Image
+from dlm_vl_paligemma.prompts import CAPTION_PROMPT
+from dlm_vl_paligemma.task_prefix import TaskPrefix
 
 # Planning a real base before its download: <bos>, the "answer en" words,
 # the "\n" separator and <eos>, roughly.
 _PREFIX_OVERHEAD_TOKENS = 5
-_CHARS_PER_TOKEN = 3.5
 
 
 class PaliGemmaFamily(Family):
     name = FAMILY
+    prompt_format = TaskPrefix()
     supports_text_only = False
+    # no system turn: the mix checkpoints know bare task prefixes only
+    uses_system_prompt = False
     caption_prompt = CAPTION_PROMPT
     # SigLIP's learned position embeddings fix the input size
     image_setting_keys = ("size",)
     chat_overhead_tokens = _PREFIX_OVERHEAD_TOKENS
-    # no system turn: the mix checkpoints know bare task prefixes only
-    uses_system_prompt = False
-
-    def usage_snippet(self, base: BaseSpec, question: str) -> str:
-        return (
-            "# PaliGemma has no chat template: image tokens + task prefix (answer en …)\n"
-            'inputs = processor(text=["<image>answer en " + question], images=[image],\n'
-            '                   return_tensors="pt")'
-        )
+    # Gemma's <eos> ends the suffix; PaliGemma never emits <end_of_turn>
+    stop_strings = ("<eos>",)
 
     def build_tiny(self, base: BaseSpec, out_dir: Path) -> None:
         from dlm_vl_paligemma.tiny import build
 
         build(base, out_dir)
-
-    # ------------------------------------------------------------- data
-
-    def count_tokens(self, base: BaseSpec, processor: Any, example: TrainingExample) -> TokenCount:
-        """Exact counts with a processor: they equal the collated row's length.
-
-        ``prompt`` is ``<bos>`` + the task prompt + ``\\n``; ``completion`` is
-        the completion + ``<eos>``; the system prompt is never counted (it
-        is not used, see the module docstring).
-        """
-        _require_image(example)
-        n_images = len(example.images)
-        image = n_images * base.image.max_image_tokens()
-        if processor is None:
-            words = task_prompt(example.prompt)
-            return TokenCount(
-                image=image,
-                prompt=_estimate(words) + 2,  # <bos> … \n
-                completion=_estimate(example.completion) + 1,  # … <eos>
-            )
-        tokenizer = processor.tokenizer
-        prompt_ids = tokenizer(
-            tokenizer.bos_token + task_prompt(example.prompt) + "\n", add_special_tokens=False
-        )["input_ids"]
-        completion_ids = tokenizer(
-            example.completion + tokenizer.eos_token, add_special_tokens=False
-        )["input_ids"]
-        return TokenCount(image=image, prompt=len(prompt_ids), completion=len(completion_ids))
-
-    def collate(
-        self,
-        base: BaseSpec,
-        processor: Any,
-        examples: list[TrainingExample],
-        images: list[list[Image]] | list[list[Image] | None],
-    ) -> dict[str, Any]:
-        """A training batch through the processor's ``suffix=`` path, padded on the right.
-
-        The processor tokenizes prompt and completion as a text pair, so
-        ``token_type_ids`` is 0 on the prefix and 1 on the completion and its
-        ``<eos>``: the model's prefix-LM mask and the labels both follow it.
-        Right padding keeps every real token at the position generation
-        gives it (PaliGemma numbers positions 0.. without looking at the
-        attention mask).
-        """
-        import torch
-
-        if len(examples) != len(images):
-            raise ValueError(f"{len(examples)} examples but {len(images)} image lists")
-        texts: list[str] = []
-        suffixes: list[str] = []
-        nested: list[list[Image]] = []
-        for example, row_images in zip(examples, images, strict=True):
-            _require_image(example)
-            row = list(row_images or [])
-            if len(row) != len(example.images):
-                raise ValueError(
-                    f"example {example.origin} has {len(example.images)} images "
-                    f"but {len(row)} were given"
-                )
-            texts.append(prefix_text(processor.image_token, example.prompt, len(row)))
-            suffixes.append(example.completion)
-            nested.append(row)
-        encoded = processor(
-            text=texts,
-            images=nested,
-            suffix=suffixes,
-            padding="longest",
-            padding_side="right",
-            return_tensors="pt",
-        )
-        input_ids = encoded["input_ids"]
-        attention_mask = encoded["attention_mask"]
-        token_type_ids = encoded["token_type_ids"]
-        labels = input_ids.clone()
-        labels[(token_type_ids == 0) | (attention_mask == 0)] = -100
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-            "pixel_values": encoded["pixel_values"],
-            "labels": labels.to(torch.long),
-        }
-
-    def prompt_inputs(
-        self,
-        base: BaseSpec,
-        processor: Any,
-        images: list[Image],
-        question: str,
-        system_prompt: str | None,
-    ) -> dict[str, Any]:
-        """The prefix alone, exactly as training laid it out; ``system_prompt`` is ignored.
-
-        ``token_type_ids`` (all 0) goes along so the prefix is attended
-        bidirectionally, as in training; the model marks generated tokens 1.
-        """
-        if not images:
-            raise ValueError(f"family {self.name} answers about an image: pass at least one")
-        encoded = processor(
-            text=[prefix_text(processor.image_token, question, len(images))],
-            images=[list(images)],
-            return_tensors="pt",
-        )
-        # the processor also returns all-ignored labels; generation takes none
-        return {key: value for key, value in encoded.items() if key != "labels"}
-
-    def decode(self, base: BaseSpec, processor: Any, token_ids: Any) -> str:
-        """The answer text; a whole sequence (prefix included) is cut after its separator.
-
-        The engine passes the generated tokens only; callers that pass what
-        ``generate`` returned (prompt and all) get the same answer, because
-        everything up to the ``\\n`` after ``<bos>`` is the prompt.
-        """
-        tokenizer = processor.tokenizer
-        ids = token_ids.tolist() if hasattr(token_ids, "tolist") else list(token_ids)
-        bos = tokenizer.bos_token_id
-        if bos is not None and bos in ids:
-            last_bos = len(ids) - 1 - ids[::-1].index(bos)
-            text = tokenizer.decode(ids[last_bos + 1 :], skip_special_tokens=True)
-            _prompt, sep, answer = text.partition("\n")
-            return (answer if sep else text).strip()
-        return tokenizer.decode(ids, skip_special_tokens=True).strip()
-
-    # ------------------------------------------------------------- export
-
-    def stop_tokens(self, base: BaseSpec, processor: Any) -> list[str]:
-        # Gemma's <eos> ends the suffix; PaliGemma never emits <end_of_turn>
-        return ["<eos>"]
-
-    def chat_template(self, base: BaseSpec, processor: Any) -> str | None:
-        # prompts are task prefixes laid out by the processor, not a template
-        return None
-
-
-def _require_image(example: TrainingExample) -> None:
-    if not example.kind.has_image or not example.images:
-        raise ValueError(
-            f"{example.origin}: family {FAMILY} cannot train a {example.kind.value} example "
-            "without an image; bind it to an image (an ::instruction:: directly after an "
-            "::image::) or choose a base whose family trains text-only sections"
-        )
-
-
-def _estimate(text: str) -> int:
-    return math.ceil(len(text) / _CHARS_PER_TOKEN) if text else 0

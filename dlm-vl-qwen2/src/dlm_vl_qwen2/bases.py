@@ -98,7 +98,7 @@ EXPORT_HINTS = ExportHints(
 
 
 def _pixels(side: int) -> dict[str, Any]:
-    # Images keep their aspect ratio within side x side pixels (Family.prepare_image
+    # Images keep their aspect ratio within side x side pixels (BoundBase.prepare_image
     # sizes them, sides multiples of 28, so the processor never rescales them).
     # Measured on tiny-qwen2-vl with 2:1 figures (issue 20): recall 4/4 as with the
     # stretch; GGUF teacher-forced gap 0.215/0.176 (seeds 0/1) vs 0.169/0.178 stretched.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from dlm.family import Family
 from dlm.records import BaseSpec
@@ -20,11 +19,10 @@ class Qwen2VLFamily(Family):
     # <|vision_start|>…<|vision_end|>…<|im_end|>\n<|im_start|>assistant\n
     chat_overhead_tokens = 20
 
+    # <|im_end|> ends a chat turn; <|endoftext|> ends a document
+    stop_strings = ("<|im_end|>", "<|endoftext|>")
+
     def build_tiny(self, base: BaseSpec, out_dir: Path) -> None:
         from dlm_vl_qwen2.tiny import build
 
         build(base, out_dir)
-
-    def stop_tokens(self, base: BaseSpec, processor: Any) -> list[str]:
-        # <|im_end|> ends a chat turn; <|endoftext|> ends a document
-        return ["<|im_end|>", "<|endoftext|>"]

@@ -69,10 +69,10 @@ def show(doc: Path, as_json: bool, allow_outside: bool) -> None:
                 # what training does to it (the base's image settings for a new run)
                 "prepared": None
                 if missing
-                else list(family.prepared_size(base, image.width, image.height)),
+                else list(family.bind(base).prepared_size(image.width, image.height)),
                 "becomes": None
                 if missing
-                else family.describe_image(base, image.width, image.height),
+                else family.bind(base).describe_image(image.width, image.height),
                 "notes": list(image.notes),
                 "alt": getattr(section, "alt", None),
                 "caption": bool(getattr(section, "caption", "").strip()),
@@ -90,7 +90,7 @@ def show(doc: Path, as_json: bool, allow_outside: bool) -> None:
             "revision": base.revision,
             "image_fit": base.image.resize
             if base.image.resize != "pinned"
-            else family.image_fit(base),
+            else family.bind(base).image_fit(),
         },
         "sections": counts,
         "images": images,

@@ -8,14 +8,12 @@ example (up to the base's context length) and the plan says so.
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
 from dlm.errors import DocumentError
-from dlm.family import Family
+from dlm.family import BoundBase
 from dlm.format.document import Document
-from dlm.records import BaseSpec, TokenCount, TrainingExample
+from dlm.records import TokenCount, TrainingExample
 
 
 @attrs.frozen
@@ -33,12 +31,13 @@ def _path_line(origin: str) -> tuple[str, int]:
 
 def check_budget(
     doc: Document,
-    base: BaseSpec,
-    family: Family,
-    processor: Any,
+    bound: BoundBase,
     examples: tuple[TrainingExample, ...],
 ) -> Budget:
-    counts = tuple(family.count_tokens(base, processor, example) for example in examples)
+    """Count every example (exactly when ``bound`` has a processor) and check
+    it fits ``training.sequence_len`` or the base's context length."""
+    base = bound.base
+    counts = tuple(bound.count_tokens(example) for example in examples)
     longest = max(range(len(counts)), key=lambda i: counts[i].total)
     need = counts[longest].total
     requested = doc.frontmatter.training.sequence_len

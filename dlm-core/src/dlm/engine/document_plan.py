@@ -13,10 +13,10 @@ from typing import Any, cast
 from dlm.engine.budget import check_budget
 from dlm.engine.levers import choose_levers
 from dlm.engine.prepare import prepare_document
-from dlm.family import Family
+from dlm.family import BoundBase
 from dlm.hardware.doctor_report import ExampleBudget, document_report
 from dlm.hardware.host import HostFacts
-from dlm.records import BaseSpec, TokenCount, TrainingExample
+from dlm.records import TokenCount, TrainingExample
 from dlm.store.paths import dlm_home
 
 
@@ -46,8 +46,9 @@ def plan_for_document(
         notes.append(f"text tokens estimated: {base.key} is planned without downloading it")
     budgets: list[ExampleBudget] = []
     if examples:
-        counter = _MissingAtTheBound(family, missing) if missing else family
-        budget = check_budget(prepared.doc, base, cast(Family, counter), processor, examples)
+        bound = family.bind(base, processor)
+        counter = _MissingAtTheBound(bound, missing) if missing else bound
+        budget = check_budget(prepared.doc, cast(BoundBase, counter), examples)
         budgets = [
             ExampleBudget.from_count(e, c, missing)
             for e, c in zip(examples, budget.counts, strict=True)
@@ -68,7 +69,7 @@ def plan_for_document(
             "pixels": None if image.missing else [image.width, image.height],
             "becomes": None
             if image.missing
-            else family.describe_image(base, image.width, image.height),
+            else family.bind(base).describe_image(image.width, image.height),
         }
         for image in prepared.images
     ]
@@ -96,11 +97,13 @@ class _MissingAtTheBound:
     a download: image tokens at the base's upper bound, text estimated. (A
     family may open the image to count it: InternVL's tiles follow its size.)"""
 
-    def __init__(self, family: Family, missing: set[Path]):
-        self.family = family
+    def __init__(self, bound: BoundBase, missing: set[Path]):
+        self.base = bound.base
+        self.bound = bound
+        self.unloaded = bound.family.bind(bound.base)
         self.missing = missing
 
-    def count_tokens(self, base: BaseSpec, processor: Any, example: TrainingExample) -> TokenCount:
+    def count_tokens(self, example: TrainingExample) -> TokenCount:
         if any(ref.blob_path in self.missing for ref in example.images):
-            processor = None
-        return self.family.count_tokens(base, processor, example)
+            return self.unloaded.count_tokens(example)
+        return self.bound.count_tokens(example)

@@ -500,17 +500,15 @@ class VisionFeatures:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         device = batch["input_ids"].device
-        pooled = self.family.join_image_features(
-            self.base, [p.to(device, non_blocking=True) for p in parts], bool(self._as_tuple)
+        pooled = join_image_features(
+            [p.to(device, non_blocking=True) for p in parts], bool(self._as_tuple)
         )
         inputs = {k: v for k, v in batch.items() if k != "pixel_values"}
         inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
         return inputs
 
     def _learn(self, batch: dict[str, Any], keys: list[str], pooled: Any) -> None:
-        parts = self.family.split_image_features(
-            self.base, pooled, batch["input_ids"], self.image_token_id, len(keys)
-        )
+        parts = split_image_features(pooled, batch["input_ids"], self.image_token_id, len(keys))
         if parts is None or len(parts) != len(keys):
             self.disabled = f"family {self.family.name} cannot split image features per image"
             return
@@ -561,3 +559,62 @@ __all__ = [
     "settings_digest",
     "why_not_reusable",
 ]
+
+
+# ----------------------------------------------------------------- one tensor per image
+
+
+def split_image_features(
+    features: Any, input_ids: Any, image_token_id: int, n_images: int
+) -> list[Any] | None:
+    """One tensor per image from ``get_image_features(...).pooler_output``, or None.
+
+    ``features`` is what the model's forward consumes: a tuple with one
+    tensor per image (Qwen2-VL, Mistral 3), a tensor with one row per image
+    (PaliGemma), or one row per tile (InternVL), whose rows are grouped by
+    each image's run of ``image_token_id`` in ``input_ids``. None means
+    "cannot split": features are then never reused for this model, which is
+    always correct, only slower.
+    """
+    if isinstance(features, tuple | list):
+        return list(features) if len(features) == n_images else None
+    if not hasattr(features, "shape") or features.dim() < 2:
+        return None
+    rows = features.shape[0]
+    if rows == n_images:
+        return [features[i : i + 1] for i in range(n_images)]
+    if features.dim() != 3:
+        return None
+    tokens_per_row = features.shape[1]
+    runs = _token_runs(input_ids, image_token_id)
+    if len(runs) != n_images or any(run % tokens_per_row for run in runs):
+        return None
+    sizes = [run // tokens_per_row for run in runs]
+    if sum(sizes) != rows:
+        return None
+    return list(features.split(sizes, dim=0))
+
+
+def join_image_features(parts: list[Any], as_tuple: bool) -> Any:
+    """The inverse of :func:`split_image_features`: what ``mm_encoder_outputs`` carries."""
+    if as_tuple:
+        return tuple(parts)
+    import torch
+
+    return torch.cat(parts, dim=0)
+
+
+def _token_runs(input_ids: Any, token_id: int) -> list[int]:
+    """Lengths of the maximal runs of ``token_id``, row by row (one run per image)."""
+    runs: list[int] = []
+    for row in input_ids.tolist():
+        length = 0
+        for tid in row:
+            if tid == token_id:
+                length += 1
+            elif length:
+                runs.append(length)
+                length = 0
+        if length:
+            runs.append(length)
+    return runs

@@ -54,7 +54,7 @@ def _readme(request: ExportRequest) -> str:
         if base.image.resize == "pinned"
         else ""
     )
-    snippet = request.family.usage_snippet(base, "What does this diagram show?")
+    snippet = request.family.bind(base).usage_snippet("What does this diagram show?")
     return f"""# {request.dlm_id} — LoRA adapter for {base.key}
 
 Exported by `dlm export` from `{request.document.name}`, adapter version

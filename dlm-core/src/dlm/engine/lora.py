@@ -26,7 +26,7 @@ class AdapterMismatchError(DlmError):
 def target_modules(base: BaseSpec, family: Family, settings: TrainingSettings) -> str | list[str]:
     """``training.target_modules`` when given, else the family's language-model default."""
     if settings.target_modules is None:
-        return family.lora_target_modules(base)
+        return family.lora_target_modules
     if isinstance(settings.target_modules, str):
         return settings.target_modules
     return list(settings.target_modules)

@@ -14,9 +14,8 @@ from typing import Any
 import attrs
 
 from dlm.errors import PromptError, UsageError
-from dlm.family import Family
+from dlm.family import BoundBase, Family
 from dlm.format import parse_file
-from dlm.kit import open_prepared
 from dlm.plugins import get_registry
 from dlm.records import BaseSpec
 from dlm.store.adapters import current_version, list_versions
@@ -29,13 +28,23 @@ from dlm.store.paths import StorePaths, dlm_home
 class LoadedAdapter:
     """A base with a verified adapter attached, ready to generate."""
 
-    base: BaseSpec
-    family: Family
+    bound: BoundBase  # the family on this base, with the adapter's image settings
     model: Any
-    processor: Any
     version: str
     training_run: dict[str, Any]
     system_prompt: str | None
+
+    @property
+    def base(self) -> BaseSpec:
+        return self.bound.base
+
+    @property
+    def family(self) -> Family:
+        return self.bound.family
+
+    @property
+    def processor(self) -> Any:
+        return self.bound.processor
 
 
 def resolve_version(paths: StorePaths, requested: str | None) -> str:
@@ -84,7 +93,8 @@ def load_adapter_for(
             hint=f"set base_model back to {trained_on}, or retrain with `dlm train`",
         )
     base_dir = family.materialize(base, dlm_home())
-    processor = family.load_processor(base, base_dir, training_run.get("image_settings"))
+    image_settings = training_run.get("image_settings")
+    processor = family.load_processor(base, base_dir, image_settings)
     if base.tiny and device == "cpu":
         torch.set_num_threads(1)  # toy matrices: threads cost more than they give
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -92,10 +102,8 @@ def load_adapter_for(
     model = load_adapter(model, adapter_dir)
     model.eval()
     return LoadedAdapter(
-        base=base,
-        family=family,
+        bound=family.bind(base, processor, image_settings),
         model=model,
-        processor=processor,
         version=version,
         training_run=training_run,
         system_prompt=doc.frontmatter.system_prompt,
@@ -162,20 +170,15 @@ def generate(
 ) -> str:
     import torch
 
-    settings = loaded.training_run.get("image_settings")
-    images = [open_prepared(loaded.family, loaded.base, path, settings) for path in image_paths]
-    inputs = loaded.family.prompt_inputs(
-        loaded.base, loaded.processor, images, question, loaded.system_prompt
-    )
+    bound = loaded.bound
+    images = [bound.open_image(path) for path in image_paths]
+    inputs = bound.prompt_inputs(images, question, loaded.system_prompt)
     device = next(loaded.model.parameters()).device
     inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in inputs.items()}
-    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+    tokenizer = bound.tokenizer
     stop_ids = [
         tid
-        for tid in (
-            tokenizer.convert_tokens_to_ids(t)
-            for t in loaded.family.stop_tokens(loaded.base, loaded.processor)
-        )
+        for tid in (tokenizer.convert_tokens_to_ids(t) for t in bound.stop_tokens())
         if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id
     ]
     kwargs: dict[str, Any] = {"max_new_tokens": max_tokens}
@@ -191,4 +194,4 @@ def generate(
     with torch.inference_mode():
         output = loaded.model.generate(**inputs, **kwargs)
     new_tokens = output[0, inputs["input_ids"].shape[1] :]
-    return loaded.family.decode(loaded.base, loaded.processor, new_tokens)
+    return bound.decode(new_tokens)

@@ -53,6 +53,7 @@ from dlm.engine.run_record import (
 )
 from dlm.engine.train_result import TrainInterrupted, TrainResult, nothing_committed
 from dlm.errors import DlmError, TrainError
+from dlm.family import BoundBase
 from dlm.hardware.plan import TrainingPlan
 from dlm.records import TrainingExample
 from dlm.store.adapters import commit_adapter, current_version
@@ -66,18 +67,26 @@ LOG_ROW_BYTES = 256
 
 @attrs.frozen
 class BaseAssets:
-    """A base's weights on disk and its processor: loaded once per process."""
+    """A base's weights on disk and its family bound to it: loaded once per process."""
 
     directory: Path
-    processor: Any
-    image_settings: dict[str, Any]  # saved with the adapter: prompts size images alike
+    bound: BoundBase  # its image settings are saved with the adapter: prompts size alike
+
+    @property
+    def processor(self) -> Any:
+        return self.bound.processor
+
+    @property
+    def image_settings(self) -> dict[str, Any]:
+        return self.bound.settings
 
     @classmethod
     def load(cls, prepared: PreparedDocument) -> BaseAssets:
         family, base = prepared.family, prepared.base
         directory = family.materialize(base, dlm_home())
         processor = family.load_processor(base, directory)
-        return cls(directory, processor, family.image_settings(base, processor))
+        fresh = family.bind(base, processor)
+        return cls(directory, family.bind(base, processor, fresh.image_settings_to_save()))
 
 
 @attrs.frozen
@@ -230,7 +239,7 @@ class TrainingSession:
             paths.logs.mkdir(parents=True, exist_ok=True)
         outcome = RunOutcome(self.total_steps, paths.logs / f"train-{run_stamp}.jsonl")
         generator = torch.Generator().manual_seed(settings.seed)
-        images = _ImageCache(self.inputs.prepared, self.inputs.assets.image_settings)
+        images = _ImageCache(self.inputs.assets.bound)
         try:
             log_file = outcome.log_path.open("w") if ranks.main else open(os.devnull, "w")  # noqa: SIM115
             recompute = (
@@ -288,18 +297,15 @@ class TrainingSession:
         from dlm.engine.step import training_loss
 
         accelerator, model, ranks = self.accelerator, self.model, self.ranks
-        prepared, examples = self.inputs.prepared, self.inputs.examples
+        examples = self.inputs.examples
         group_examples = sum(len(c) for c in group)
         step_loss = 0.0
         for i, chunk in enumerate(group):
             mine = ranks.shard(chunk)
             # an empty share still runs (weight 0): every rank joins every collective
             batch_examples = [examples[j] for j in (mine or chunk[:1])]
-            batch = prepared.family.collate(
-                prepared.base,
-                self.inputs.assets.processor,
-                batch_examples,
-                [images.get(e) for e in batch_examples],
+            batch = self.inputs.assets.bound.collate(
+                batch_examples, [images.get(e) for e in batch_examples]
             )
             batch = _move(batch, accelerator.device)
             weight = ranks.weight(chunk, mine, group_examples, batch)
@@ -359,7 +365,7 @@ class TrainingSession:
         base, settings = prepared.base, prepared.doc.frontmatter.training
         targets: Any = settings.target_modules
         if targets is None:
-            targets = prepared.family.lora_target_modules(base)
+            targets = prepared.family.lora_target_modules
         return TrainingRun(
             dlm_id=prepared.doc.frontmatter.dlm_id,
             document=str(prepared.doc.path),
@@ -541,21 +547,16 @@ def _vision_features(inputs: SessionInputs, model: Any, ranks: Ranks) -> tuple[A
 class _ImageCache:
     """Decoded, family-prepared images by blob sha: each image is decoded once per run."""
 
-    def __init__(self, prepared: PreparedDocument, image_settings: dict[str, Any]):
-        self._prepared = prepared
-        self._settings = image_settings
+    def __init__(self, bound: BoundBase):
+        self._bound = bound
         self._images: dict[str, Any] = {}
 
     def get(self, example: TrainingExample) -> list[Any]:
-        from dlm.kit import open_prepared
-
         out = []
         for ref in example.images:
             if ref.sha256 not in self._images:
                 # the same opening and preparation `dlm prompt` gives an image
-                self._images[ref.sha256] = open_prepared(
-                    self._prepared.family, self._prepared.base, ref.blob_path, self._settings
-                )
+                self._images[ref.sha256] = self._bound.open_image(ref.blob_path)
             out.append(self._images[ref.sha256])
         return out
 

@@ -86,10 +86,10 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
     if not base.tiny:
         # Refuse what this host cannot train before downloading gigabytes of
         # weights: plan once on the family's token estimates (no processor).
-        planner.plan(check_budget(prepared.doc, base, family, None, examples))
+        planner.plan(check_budget(prepared.doc, family.bind(base), examples))
     with console.status(f"preparing base {base.key}…"):
         assets = BaseAssets.load(prepared)
-    budget = check_budget(prepared.doc, base, family, assets.processor, examples)
+    budget = check_budget(prepared.doc, assets.bound, examples)
     plan = planner.plan(budget)
     print_plan(plan, budget, console)
     console.print(f"  speed: {levers.describe()}")

@@ -123,9 +123,7 @@ def run_rank(spec: dict[str, Any]) -> None:
     inputs = SessionInputs(
         prepared=prepared,
         examples=examples,
-        budget=check_budget(
-            prepared.doc, prepared.base, prepared.family, assets.processor, examples
-        ),
+        budget=check_budget(prepared.doc, assets.bound, examples),
         plan=plan,
         assets=assets,
         levers=choose_levers(plan.host.backend),
