@@ -6,7 +6,8 @@ author's kit"). Files and places: :func:`dlm_home`, :func:`sha256_file`,
 :func:`build_once` and :func:`file_lock` (a converted checkpoint), and for a
 tiny base :func:`train_bpe` / :func:`train_byte_level_bpe` (a real BPE with
 merges from a small corpus), :func:`tokenizer_from_bpe` and
-:func:`write_tiny_base`. Images: :func:`open_prepared`.
+:func:`write_tiny_base`, and :data:`QWEN2_SPLIT_PATTERN` for a tokenizer
+that keeps Qwen2's. Images: :func:`open_prepared`.
 
 Nothing here imports torch, transformers or tokenizers at module import.
 """
@@ -45,6 +46,18 @@ def open_prepared(
 
 
 # ------------------------------------------------------------------ tiny bases
+
+
+#: The pre-tokenizer split of Qwen2's byte-level BPE (transformers'
+#: ``tokenization_qwen2.PRETOKENIZE_REGEX``), which llama.cpp implements as its
+#: ``qwen2`` pre-tokenizer. A fact about that tokenizer, not about a family:
+#: every base whose language model keeps Qwen2's tokenizer (Qwen2-VL, InternVL3's
+#: Qwen2.5, a third party's) declares it in its export hints, and a tiny one is
+#: trained with it.
+QWEN2_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def train_bpe(
@@ -194,6 +207,7 @@ def vision_config(cfg: Mapping[str, Any], patches_per_image: int, **overrides: A
 
 __all__ = [
     "GIB",
+    "QWEN2_SPLIT_PATTERN",
     "atomic_write_text",
     "build_once",
     "dlm_home",
