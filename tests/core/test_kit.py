@@ -147,6 +147,18 @@ def test_qwen2_split_pattern_is_the_tokenizers_own() -> None:
     assert kit.QWEN2_SPLIT_PATTERN == PRETOKENIZE_REGEX
 
 
+def test_the_shared_prose_trains_the_same_tokenizer_in_any_line_order() -> None:
+    # families compose their corpus as their own lines plus the kit's prose;
+    # that keeps their tiny tokenizers as they were only because line order is moot
+    lines = (kit.TINY_PROSE + kit.TINY_SCENES).splitlines(keepends=True)
+    assert len(lines) == len(set(lines)) and all(line.endswith("\n") for line in lines)
+    forward = kit.train_byte_level_bpe("".join(lines), 600, kit.QWEN2_SPLIT_PATTERN, nfc=True)
+    backward = kit.train_byte_level_bpe(
+        "".join(reversed(lines)), 600, kit.QWEN2_SPLIT_PATTERN, nfc=True
+    )
+    assert forward.to_str() == backward.to_str()
+
+
 def test_nfc_normalises_before_training() -> None:
     decomposed = "cafe\u0301 " * 20
     nfc = kit.train_byte_level_bpe(decomposed, 300, r"\S+|\s+", nfc=True)
