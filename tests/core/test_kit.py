@@ -136,6 +136,26 @@ def test_byte_level_bpe_is_deterministic_with_specials_first() -> None:
     assert made["merges"] and all(isinstance(m, tuple) and len(m) == 2 for m in made["merges"])
 
 
+def test_qwen2_split_pattern_is_the_tokenizers_own() -> None:
+    # the pattern families declare to llama.cpp and train tiny tokenizers with
+    # is Qwen2's, as transformers ships it
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    assert kit.QWEN2_SPLIT_PATTERN == PRETOKENIZE_REGEX
+
+
+def test_the_shared_prose_trains_the_same_tokenizer_in_any_line_order() -> None:
+    # families compose their corpus as their own lines plus the kit's prose;
+    # that keeps their tiny tokenizers as they were only because line order is moot
+    lines = (kit.TINY_PROSE + kit.TINY_SCENES).splitlines(keepends=True)
+    assert len(lines) == len(set(lines)) and all(line.endswith("\n") for line in lines)
+    forward = kit.train_byte_level_bpe("".join(lines), 600, kit.QWEN2_SPLIT_PATTERN, nfc=True)
+    backward = kit.train_byte_level_bpe(
+        "".join(reversed(lines)), 600, kit.QWEN2_SPLIT_PATTERN, nfc=True
+    )
+    assert forward.to_str() == backward.to_str()
+
+
 def test_nfc_normalises_before_training() -> None:
     decomposed = "cafe\u0301 " * 20
     nfc = kit.train_byte_level_bpe(decomposed, 300, r"\S+|\s+", nfc=True)

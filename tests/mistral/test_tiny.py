@@ -70,14 +70,16 @@ def test_tokenizer_has_mistral_layout(processor: Any) -> None:
     assert tok.decode(ids, skip_special_tokens=True) == "hi"
 
 
-def test_tokenizer_is_a_byte_level_bpe_with_merges(tiny_dir: Path) -> None:
+def test_tokenizer_is_a_byte_level_bpe_with_merges(tiny: BaseSpec, tiny_dir: Path) -> None:
     data = json.loads((tiny_dir / "tokenizer.json").read_text())
     assert data["model"]["type"] == "BPE"
     assert len(data["model"]["merges"]) > 100
     kinds = [p["type"] for p in data["pre_tokenizer"]["pretokenizers"]]
     assert kinds == ["Split", "ByteLevel"]
+    # trained with the split the base declares to llama.cpp
+    assert tiny.export_hints.pretokenizer is not None
     assert data["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] == (
-        tiny_build.TEKKEN_PATTERN
+        tiny.export_hints.pretokenizer.split_pattern
     )
 
 

@@ -6,8 +6,11 @@ author's kit"). Files and places: :func:`dlm_home`, :func:`sha256_file`,
 :func:`build_once` and :func:`file_lock` (a converted checkpoint), and for a
 tiny base :func:`train_bpe` / :func:`train_byte_level_bpe` (a real BPE with
 merges from a small corpus), :func:`tokenizer_from_bpe` and
-:func:`write_tiny_base`. (An image opened and prepared as a base's model
-sees it: ``family.bind(base).open_image(path)``.)
+:func:`write_tiny_base`; the English a tiny tokenizer learns, :data:`TINY_PROSE`
+and :data:`TINY_SCENES` (a family adds its own lines), and
+:data:`QWEN2_SPLIT_PATTERN` for a tokenizer that keeps Qwen2's. (An image
+opened and prepared as a base's model sees it:
+``family.bind(base).open_image(path)``.)
 
 Nothing here imports torch, transformers or tokenizers at module import.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dlm.hardware.host import GIB
 from dlm.records import BaseSpec, TextConfig, VisionConfig
@@ -26,11 +29,83 @@ from dlm.store.bases import build_once, file_lock
 from dlm.store.blobs import hash_file as sha256_file
 from dlm.store.paths import dlm_home
 
-if TYPE_CHECKING:
-    pass
-
-
 # ------------------------------------------------------------------ tiny bases
+
+
+#: The pre-tokenizer split of Qwen2's byte-level BPE (transformers'
+#: ``tokenization_qwen2.PRETOKENIZE_REGEX``), which llama.cpp implements as its
+#: ``qwen2`` pre-tokenizer. A fact about that tokenizer, not about a family:
+#: every base whose language model keeps Qwen2's tokenizer (Qwen2-VL, InternVL3's
+#: Qwen2.5, a third party's) declares it in its export hints, and a tiny one is
+#: trained with it.
+QWEN2_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# A tiny tokenizer learns whole tokens for the words it is trained on, so its
+# corpus is everyday English of the kind tiny test documents use, plus what a
+# family's templates and prompts say. A family's corpus is its own lines plus
+# these; the BPE trainer counts words, so only which lines a corpus holds
+# matters, not their order. Changing a line here changes every tiny tokenizer
+# trained on it: bump those families' tiny revisions.
+
+#: Pictures, shapes, numbers, questions and answers, and what dlm does with a
+#: document: the English every tiny corpus shares.
+TINY_PROSE = """\
+A small brown dog runs across the grass with a ball in its mouth.
+The chart shows sales rising from January to June and falling in July.
+The diagram has three boxes joined by arrows: input, model, and output.
+The figure is a line plot; the x axis is time and the y axis is loss.
+In the top left corner there is a logo; in the bottom right, a signature.
+The sky is blue, the clouds are white, and the sun is low over the hills.
+Numbers: zero, one, two, three, four, five, six, seven, eight, nine, ten, twenty, hundred.
+The answer is yes. The answer is no. The answer is red. The answer is blue.
+Question: what does the sign say? Answer: the sign says stop.
+Question: where is the cat? Answer: the cat is on the chair.
+Question: is the door open or closed? Answer: the door is open.
+Please look at the image and answer the question in one short sentence.
+The model learns from the document: prose, questions and answers, and images.
+Each image section has a path and an alt text; its body is the caption.
+Training adds a small adapter to the language model and leaves the base unchanged.
+If the answer is unknown, say that you do not know rather than guessing.
+Good captions are short, concrete, and mention colour, shape, size and position.
+The left half of the image is dark and the right half is light.
+She said, "Look at the bird!" and he asked, "Which one?"
+It's raining; we're late; they'll wait; I'd rather walk; you've seen it; he's here.
+North, south, east, west. Up, down, left, right, front, back, inside, outside.
+The quick brown fox jumps over the lazy dog, and the lazy dog does not mind.
+Every document is plain text that a person can read, edit, and keep in version control.
+"""
+
+#: More pictures described (shapes, colours, everyday scenes) and questions
+#: about them: for a tiny tokenizer that should know more words.
+TINY_SCENES = """\
+A picture is worth a thousand words, but a caption tells you which words matter.
+Describe this image. What is in this picture? What colour is the square?
+What shape is this? Which animal do you see? How many objects are there?
+The image shows a red square on a white background. The square is bright red.
+The picture shows a green circle in the middle of a black field.
+There is a blue triangle pointing up, and a yellow star beside it.
+The photo shows an orange cat sleeping on a wooden chair near the window.
+Purple, pink, cyan, magenta, grey, gray, silver, gold, teal, navy, olive and maroon are colours too.
+0 1 2 3 4 5 6 7 8 9 10 11 12 100 1000 2024 3.14 50% #1 $5 (a) [b] {c} <d>
+It is a red square. It is a green circle. It is a blue triangle. It is a yellow star.
+This is a photograph of a mountain lake at dawn, with mist rising off the water.
+The kitchen table holds a bowl of apples, a loaf of bread, and a glass of milk.
+A woman in a green coat is reading a book on a park bench under an old oak tree.
+The street is wet after the rain, and the lights of the shops shine on the stones.
+Two children are building a sandcastle while the waves come in behind them.
+The map marks the river in blue, the roads in red, and the forests in dark green.
+The label on the bottle reads: keep in a cool, dry place, away from sunlight.
+The screenshot shows a settings page with a toggle switched on and a save button.
+The receipt lists bread, eggs, coffee and tea, with a total at the bottom.
+The slide says: results improved after training, and errors fell by half.
+Question: what time is shown on the clock? Answer: it is ten past three.
+The object in the centre is large; the objects around it are small.
+Above the table hangs a lamp; below it sleeps a dog; beside it stands a chair.
+Water boils at one hundred degrees and freezes at zero degrees Celsius.
+"""
 
 
 def train_bpe(
@@ -47,7 +122,8 @@ def train_bpe(
 ) -> Any:
     """A ``tokenizers.Tokenizer`` BPE (with merges) trained on ``corpus`` line by line.
 
-    Deterministic: the same corpus and settings give the same vocabulary.
+    Deterministic: the same lines and settings give the same vocabulary, in
+    whatever order the lines come (the trainer counts words).
     ``special_tokens`` take the first ids, in order. Merges matter: llama.cpp
     refuses a BPE vocabulary without them.
     """
@@ -180,6 +256,9 @@ def vision_config(cfg: Mapping[str, Any], patches_per_image: int, **overrides: A
 
 __all__ = [
     "GIB",
+    "QWEN2_SPLIT_PATTERN",
+    "TINY_PROSE",
+    "TINY_SCENES",
     "atomic_write_text",
     "build_once",
     "dlm_home",

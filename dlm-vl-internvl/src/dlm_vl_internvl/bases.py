@@ -21,7 +21,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from dlm.kit import text_config, vision_config
+from dlm.kit import QWEN2_SPLIT_PATTERN, text_config, vision_config
 from dlm.records import (
     BaseSpec,
     ExportHints,
@@ -109,13 +109,8 @@ def image_settings(tile: int, min_tiles: int, max_tiles: int) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ export hints
 
-#: Qwen2's split pattern (transformers' ``tokenization_qwen2.PRETOKENIZE_REGEX``),
-#: which llama.cpp implements as its ``qwen2`` pre-tokenizer: the tokenizer of
+#: Qwen2's pre-tokenizer, which llama.cpp implements as ``qwen2``: the tokenizer of
 #: InternVL3's Qwen2.5 LM and of the tiny base (retrained, so its hash is unknown).
-QWEN2_SPLIT_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 QWEN2_PRETOKENIZER = Pretokenizer("qwen2", QWEN2_SPLIT_PATTERN, normalizer="NFC")
 
 

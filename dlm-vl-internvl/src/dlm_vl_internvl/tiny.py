@@ -16,7 +16,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dlm.kit import tokenizer_from_bpe, train_byte_level_bpe, write_tiny_base
+from dlm.kit import (
+    QWEN2_SPLIT_PATTERN,
+    tokenizer_from_bpe,
+    train_byte_level_bpe,
+    write_tiny_base,
+)
 from dlm.records import BaseSpec
 from dlm_vl_internvl.bases import (
     TINY_BPE_VOCAB,
@@ -55,9 +60,9 @@ def build_plain_tokenizer() -> Any:
 
     Merges matter: llama.cpp refuses a BPE vocabulary without them.
     """
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+    from transformers import Qwen2Tokenizer
 
-    bpe = train_byte_level_bpe(CORPUS, TINY_BPE_VOCAB, PRETOKENIZE_REGEX, nfc=True)
+    bpe = train_byte_level_bpe(CORPUS, TINY_BPE_VOCAB, QWEN2_SPLIT_PATTERN, nfc=True)
     tokenizer = tokenizer_from_bpe(
         Qwen2Tokenizer,
         bpe,

@@ -108,8 +108,8 @@ REAL_PARAMS = ParamCounts(total=24_011_361_280, vision=438_958_080, language=23_
 
 
 #: Tekken's split pattern (the corrected one transformers applies with
-#: ``fix_mistral_regex``; the tiny tokenizer is built with it, see
-#: ``tiny.TEKKEN_PATTERN``), which llama.cpp implements as ``tekken``.
+#: ``fix_mistral_regex``), which llama.cpp implements as ``tekken``; the tiny
+#: tokenizer is trained with it.
 TEKKEN_SPLIT_PATTERN = (
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
     r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"

@@ -23,6 +23,7 @@ from dlm.records import BaseSpec
 from dlm_vl_mistral.bases import (
     PATCH_SIZE,
     SPATIAL_MERGE,
+    TEKKEN_SPLIT_PATTERN,
     TINY_SEED,
     TINY_SIDE,
     TINY_TEXT_CONFIG,
@@ -59,14 +60,6 @@ SPECIAL_TOKENS = (
     "[TOOL_CONTENT]",
 )
 
-#: Tekken's pre-tokenizer split (the corrected pattern transformers applies
-#: with ``fix_mistral_regex=True``).
-TEKKEN_PATTERN = (
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
-    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
-    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-
 
 def chat_template() -> str:
     """The Mistral Small 3.1 Instruct chat template (default system message with today's date)."""
@@ -79,7 +72,9 @@ def build_tokenizer() -> Any:
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = train_byte_level_bpe(CORPUS, TINY_VOCAB, TEKKEN_PATTERN, special_tokens=SPECIAL_TOKENS)
+    tok = train_byte_level_bpe(
+        CORPUS, TINY_VOCAB, TEKKEN_SPLIT_PATTERN, special_tokens=SPECIAL_TOKENS
+    )
     bos_id = tok.token_to_id(BOS)
     # like the real tokenizer: a plain encode starts with <s>
     tok.post_processor = processors.TemplateProcessing(

@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 from dlm.family import FIT_KEEP_ASPECT, FIT_KEY
-from dlm.kit import text_config, vision_config
+from dlm.kit import QWEN2_SPLIT_PATTERN, text_config, vision_config
 from dlm.records import (
     BaseSpec,
     ExportHints,
@@ -84,14 +84,9 @@ TOKEN_SIDE = 28
 MIN_PIXELS = 56 * 56
 
 
-#: Qwen2's split pattern (transformers' ``tokenization_qwen2.PRETOKENIZE_REGEX``),
-#: which llama.cpp implements as its ``qwen2`` pre-tokenizer.
-QWEN2_SPLIT_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 #: llama.cpp registers Qwen2VLForConditionalGeneration for both halves, so only the
-#: pre-tokenizer is declared: the tiny tokenizer is retrained, its hash unknown.
+#: pre-tokenizer is declared (Qwen2's split, which llama.cpp implements as ``qwen2``):
+#: the tiny tokenizer is retrained, its hash unknown.
 EXPORT_HINTS = ExportHints(
     pretokenizer=Pretokenizer("qwen2", QWEN2_SPLIT_PATTERN, normalizer="NFC"),
 )

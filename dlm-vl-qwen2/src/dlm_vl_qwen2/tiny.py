@@ -17,7 +17,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from dlm.kit import tokenizer_from_bpe, train_byte_level_bpe, write_tiny_base
+from dlm.kit import (
+    QWEN2_SPLIT_PATTERN,
+    tokenizer_from_bpe,
+    train_byte_level_bpe,
+    write_tiny_base,
+)
 from dlm.records import BaseSpec
 from dlm_vl_qwen2.bases import (
     TINY_BPE_VOCAB,
@@ -62,9 +67,9 @@ def build_tokenizer() -> Any:
     Merges matter: llama.cpp refuses a BPE vocabulary without them, and the
     GGUF export of the tiny base must work like a real one.
     """
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+    from transformers import Qwen2Tokenizer
 
-    bpe = train_byte_level_bpe(CORPUS, TINY_BPE_VOCAB, PRETOKENIZE_REGEX, nfc=True)
+    bpe = train_byte_level_bpe(CORPUS, TINY_BPE_VOCAB, QWEN2_SPLIT_PATTERN, nfc=True)
     # Qwen2Tokenizer adds <|endoftext|> (unk/bos-less eos/pad) right after the
     # BPE vocabulary, then the extra specials in order: the real layout.
     tokenizer = tokenizer_from_bpe(

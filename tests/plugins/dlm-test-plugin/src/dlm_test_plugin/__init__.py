@@ -10,6 +10,7 @@ naming it.
 
 from dlm import hookimpl
 from dlm.family import FIT_KEEP_ASPECT, FIT_KEY
+from dlm.kit import QWEN2_SPLIT_PATTERN
 from dlm.records import (
     BaseSpec,
     ExportHints,
@@ -18,13 +19,6 @@ from dlm.records import (
     Pretokenizer,
     TextConfig,
     VisionConfig,
-)
-
-#: Qwen2's split pattern, which llama.cpp implements as its ``qwen2`` pre-tokenizer;
-#: the tiny tokenizer is retrained, so the converter does not know its hash.
-QWEN2_SPLIT_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
 TINY_SIDE = 112  # 8 x 8 patches of 14 px, merged 2 x 2 -> 16 LM tokens
