@@ -28,7 +28,7 @@ What is compared
     (thread pools, kernel caches; ~50 MiB on the CPU) and allocates the AdamW
     states, which belong to the runtime overhead and the resident part.
     ``--step plain`` measures the transformers step (the LM head over every
-    position); ``--step dlm`` measures dlm's (:func:`dlm.engine.step.training_loss`,
+    position); ``--step dlm`` measures dlm's (:func:`dlm.engine.training.step.training_loss`,
     logits at labelled positions only, LoRA inputs recomputed in backward)
     against the estimate the planner makes for ``dlm train``
     (``logit_positions`` = the labelled tokens, ``lora_recompute``).
@@ -406,7 +406,7 @@ def child(
     """Build, then measure one training step; runs in its own process.
 
     ``step`` is ``plain`` (``model(**batch).loss``, the LM head over every
-    position) or ``dlm`` (:func:`dlm.engine.step.training_loss` with the
+    position) or ``dlm`` (:func:`dlm.engine.training.step.training_loss` with the
     label-position head and recomputed LoRA inputs, as ``dlm train`` runs it).
     """
     import gc
@@ -414,8 +414,8 @@ def child(
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from dlm.engine.lora_recompute import lora_inputs_recomputed
-    from dlm.engine.step import label_positions, plain_loss, training_loss
+    from dlm.engine.training.lora_recompute import lora_inputs_recomputed
+    from dlm.engine.training.step import label_positions, plain_loss, training_loss
 
     def loss_of(inputs: dict[str, Any]) -> Any:
         if step == "dlm":

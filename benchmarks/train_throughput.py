@@ -2,7 +2,7 @@
 
 One model, one batch, one process: the plain step (``model(**batch).loss``,
 backward, gradient clipping, fused AdamW: what a transformers ``Trainer``
-step does) and dlm's step (:func:`dlm.engine.step.training_loss` with the
+step does) and dlm's step (:func:`dlm.engine.training.step.training_loss` with the
 levers ``dlm train`` pulls on this device, then the same backward, clipping
 and dlm's optimizer) alternate, ABBA, after warm-up, so a busy machine
 slows both alike. Everything goes through the engine's real code: the
@@ -336,7 +336,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _image_token_id(model: Any) -> int:
-    from dlm.engine.feature_cache import unwrap
+    from dlm.engine.training.feature_cache import unwrap
 
     config = unwrap(model).config
     token = getattr(config, "image_token_id", None)
@@ -356,7 +356,7 @@ class StepPath:
     def __init__(self, name: str, kind: str, setup: dict[str, Any], levers: Any = None):
         import torch
 
-        from dlm.engine.levers import make_optimizer
+        from dlm.engine.training.levers import make_optimizer
 
         self.name = name
         self.kind = kind
@@ -371,7 +371,7 @@ class StepPath:
             self.optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0, fused=True)
         self.features = None
         if kind == "dlm" and levers.feature_cache:
-            from dlm.engine.feature_cache import VisionFeatures
+            from dlm.engine.training.feature_cache import VisionFeatures
 
             fam, base = setup["family"], setup["base"]
             self.features, why = VisionFeatures.for_run(
@@ -388,13 +388,13 @@ class StepPath:
         if kind == "trl":
             from trl.trainer.utils import add_fused_lm_head
 
-            from dlm.engine.feature_cache import unwrap
+            from dlm.engine.training.feature_cache import unwrap
 
             add_fused_lm_head(unwrap(setup["model"]), outputs=("log_probs", "entropy", "is_top1"))
 
     def loss(self) -> Any:
-        from dlm.engine.lora_recompute import lora_inputs_recomputed
-        from dlm.engine.step import plain_loss, training_loss
+        from dlm.engine.training.lora_recompute import lora_inputs_recomputed
+        from dlm.engine.training.step import plain_loss, training_loss
 
         model, batch = self.setup["model"], self.setup["batch"]
         if self.kind == "plain":
@@ -440,7 +440,7 @@ class _null:
 
 
 def _levers(args: argparse.Namespace) -> Any:
-    from dlm.engine.levers import choose_levers
+    from dlm.engine.training.levers import choose_levers
 
     env = dict(os.environ)
     if args.levers:
@@ -460,7 +460,7 @@ def _paths(args: argparse.Namespace) -> list[str]:
 def make_path(name: str, setup: dict[str, Any], args: argparse.Namespace) -> StepPath:
     import attrs
 
-    from dlm.engine.levers import Levers
+    from dlm.engine.training.levers import Levers
 
     if name in ("plain", "trl"):
         return StepPath(name, name, setup)

@@ -129,7 +129,7 @@ def test_exif_orientation_is_applied_and_reported(tmp_path: Path) -> None:
 
 
 def test_feature_cache_key_covers_image_preparation() -> None:
-    from dlm.engine.feature_cache import feature_settings, settings_digest
+    from dlm.engine.training.feature_cache import feature_settings, settings_digest
     from dlm.store.images import PREPARATION_VERSION
 
     settings = feature_settings(
@@ -288,7 +288,7 @@ def test_odd_files_in_place_of_store_files_are_named_for_what_they_are(
 
 @pytest.mark.parametrize("kind", ["directory", "fifo"])
 def test_train_names_a_directory_or_pipe_for_what_it_is(kind: str, tmp_path: Path) -> None:
-    from dlm.engine.ingest import check_images
+    from dlm.engine.document.ingest import check_images
     from dlm.errors import DocumentError
     from dlm.format import parse_file
 

@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import attrs
 import pytest
 
-from dlm.engine.examples import with_image_refs
-from dlm.engine.ingest import CheckedImage
-from dlm.engine.run_record import TrainingRun, wall_clock_at
-from dlm.engine.session import RunOutcome, TrainingSession
-from dlm.engine.train_result import TrainResult, nothing_committed
+from dlm.engine.document.examples import with_image_refs
+from dlm.engine.document.ingest import CheckedImage
+from dlm.engine.training.run_record import TrainingRun, wall_clock_at
+from dlm.engine.training.session import RunOutcome, TrainingSession
+from dlm.engine.training.train_result import TrainResult, nothing_committed
 from dlm.format.document import Source, TrainingSettings
 from dlm.plugins import get_registry
 from dlm.records import ExampleKind, ImageRef, TrainingExample

@@ -74,7 +74,7 @@ def _child(rank: int, port: int, home: str, out: str) -> None:
     import torch.distributed as dist
     from torch.distributed.tensor import DTensor
 
-    from dlm.engine.distributed import Ranks, fsdp_units
+    from dlm.engine.distributed.ranks import Ranks, fsdp_units
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)

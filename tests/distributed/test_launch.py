@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dlm.engine.launch import ERRORS_DIR, rank_failure, torchrun_args
-from dlm.engine.topology import Topology, resolve_topology
+from dlm.engine.distributed.launch import ERRORS_DIR, rank_failure, torchrun_args
+from dlm.engine.distributed.topology import Topology, resolve_topology
 from dlm.errors import UsageError
 
 
@@ -66,7 +66,7 @@ def test_fsdp_config_asks_for_sharding(tmp_path):
 
 
 def test_the_users_default_config(tmp_path, monkeypatch):
-    import dlm.engine.topology as topology
+    import dlm.engine.distributed.topology as topology
 
     default = tmp_path / "default_config.yaml"
     monkeypatch.setattr(topology, "default_config_path", lambda: default)
@@ -121,7 +121,7 @@ def test_torchrun_args_on_one_host(tmp_path):
     assert _arg(args, "--nproc-per-node") == "2" and _arg(args, "--max-restarts") == "0"
     assert _arg(args, "--rdzv-endpoint") == "localhost:0"  # a free port, like --standalone
     assert _arg(args, "--redirects") == "0:0,1:3"  # rank 0 on the console, the rest to files
-    assert args[-3:] == ["--module", "dlm.engine.worker", str(tmp_path / "spec.json")]
+    assert args[-3:] == ["--module", "dlm.engine.distributed.worker", str(tmp_path / "spec.json")]
     verbose = torchrun_args(Topology(processes=2), tmp_path / "s", "r", verbose=True)
     assert "--redirects" not in verbose
 
@@ -147,7 +147,7 @@ def test_torchrun_parses_what_dlm_passes(tmp_path):
     )
     launch, _command, command_args = config_from_args(args)
     assert launch.nproc_per_node == 2 and launch.max_restarts == 0
-    assert command_args[-3:] == ["-m", "dlm.engine.worker", str(tmp_path / "spec.json")]
+    assert command_args[-3:] == ["-m", "dlm.engine.distributed.worker", str(tmp_path / "spec.json")]
 
 
 # ----------------------------------------------------------------- failures
@@ -227,7 +227,7 @@ def test_exit_codes_without_an_error_file(tmp_path):
 
 
 def test_rendezvous_timeout_from_the_environment(tmp_path, monkeypatch):
-    from dlm.engine.launch import rendezvous_timeout, start_failure
+    from dlm.engine.distributed.launch import rendezvous_timeout, start_failure
     from dlm.errors import TrainError
 
     monkeypatch.setenv("DLM_RENDEZVOUS_TIMEOUT", "30")

@@ -148,7 +148,7 @@ def _ranks(launcher: int) -> dict[int, object]:
             command = " ".join(child.cmdline())
         except psutil.Error:
             continue
-        if "dlm.engine.worker" in command and "RANK" in env:
+        if "dlm.engine.distributed.worker" in command and "RANK" in env:
             found[int(env["RANK"])] = child
     return found
 

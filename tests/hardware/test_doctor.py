@@ -41,9 +41,9 @@ def budgets(base, n=3):
 
 @pytest.fixture
 def planning(monkeypatch):
-    """Install a fake ``dlm.engine.document_plan`` that plans with fixed inputs."""
+    """Install a fake ``dlm.engine.training.document_plan`` that plans with fixed inputs."""
     calls: list[tuple] = []
-    module = types.ModuleType("dlm.engine.document_plan")
+    module = types.ModuleType("dlm.engine.training.document_plan")
     module.base = QWEN2_VL_2B
 
     def plan_for_document(doc_path, host, force, processes, **parallel):
@@ -61,7 +61,7 @@ def planning(monkeypatch):
 
     module.plan_for_document = plan_for_document
     module.calls = calls
-    monkeypatch.setitem(sys.modules, "dlm.engine.document_plan", module)
+    monkeypatch.setitem(sys.modules, "dlm.engine.training.document_plan", module)
     monkeypatch.setattr(dlm.engine, "planning", module, raising=False)
     return module
 
@@ -273,8 +273,8 @@ def test_processes_plan_per_device(planning, doc):
 
 
 def test_missing_engine_planning_is_a_clear_error(monkeypatch, doc):
-    empty = types.ModuleType("dlm.engine.document_plan")
-    monkeypatch.setitem(sys.modules, "dlm.engine.document_plan", empty)
+    empty = types.ModuleType("dlm.engine.training.document_plan")
+    monkeypatch.setitem(sys.modules, "dlm.engine.training.document_plan", empty)
     monkeypatch.setattr(dlm.engine, "planning", empty, raising=False)
     result = run(str(doc), "--assume", "cuda:24")
     assert result.exit_code == 1

@@ -10,7 +10,7 @@ import pytest
 from dlm_vl_mistral.bases import REAL_PARAMS, image_tokens, real_config
 from dlm_vl_mistral.family import Mistral3Family
 
-from dlm.engine.budget import check_budget
+from dlm.engine.document.budget import check_budget
 from dlm.errors import DocumentError
 from dlm.format import Document, Frontmatter, TrainingSettings
 from dlm.records import BaseSpec, ExampleKind

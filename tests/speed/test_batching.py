@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dlm.engine.batching import MIN_SAVING, epoch_micro_batches, padded_tokens
+from dlm.engine.training.batching import MIN_SAVING, epoch_micro_batches, padded_tokens
 
 
 def _gen(seed: int = 7):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from dlm.engine.levers import Levers, make_optimizer
-from dlm.engine.step import plain_loss, training_loss
+from dlm.engine.training.levers import Levers, make_optimizer
+from dlm.engine.training.step import plain_loss, training_loss
 from tests.speed.harness import collate, draw, load, loss_and_grads, qa
 
 pytestmark = pytest.mark.slow

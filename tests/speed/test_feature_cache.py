@@ -9,14 +9,14 @@ from pathlib import Path
 import attrs
 import pytest
 
-from dlm.engine.feature_cache import (
+from dlm.engine.training.feature_cache import (
     FeatureStore,
     VisionFeatures,
     feature_settings,
     settings_digest,
     why_not_reusable,
 )
-from dlm.engine.step import plain_loss, training_loss
+from dlm.engine.training.step import plain_loss, training_loss
 from tests.speed.harness import assert_same, collate, draw, keys, load, loss_and_grads, qa
 
 # ------------------------------------------------------------------ the key

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dlm.engine.levers import NAMES, Levers, choose_levers, make_optimizer
+from dlm.engine.training.levers import NAMES, Levers, choose_levers, make_optimizer
 from dlm.errors import UsageError
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from dlm.engine.feature_cache import VisionFeatures
-from dlm.engine.lora_recompute import lora_inputs_recomputed
-from dlm.engine.step import label_positions, plain_loss, training_loss
+from dlm.engine.training.feature_cache import VisionFeatures
+from dlm.engine.training.lora_recompute import lora_inputs_recomputed
+from dlm.engine.training.step import label_positions, plain_loss, training_loss
 from tests.speed.harness import TINY, assert_same, collate, draw, keys, load, loss_and_grads, qa
 
 
@@ -106,7 +106,7 @@ def test_recomputed_lora_inputs_match_the_plain_step(loaded, tmp_path: Path) -> 
 
 
 def test_a_hit_runs_no_vision_tower(loaded, tmp_path: Path) -> None:
-    from dlm.engine.feature_cache import encoder_host
+    from dlm.engine.training.feature_cache import encoder_host
 
     examples = _examples(tmp_path, loaded.family.name)
     batch = collate(loaded, examples)

@@ -10,6 +10,6 @@ from dlm.hookspecs import hookimpl
 
 @hookimpl
 def register_exporters(register: Callable[[Exporter], None]) -> None:
-    from dlm.engine.hf_snapshot import HFSnapshotExporter
+    from dlm.engine.export.hf_snapshot import HFSnapshotExporter
 
     register(HFSnapshotExporter())

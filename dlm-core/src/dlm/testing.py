@@ -254,7 +254,7 @@ class FamilyContract:
     def test_image_features_split_and_join_back(self, tiny: TinyBase, mixed: Any) -> None:
         import torch
 
-        from dlm.engine.feature_cache import (
+        from dlm.engine.training.feature_cache import (
             encoder_host,
             join_image_features,
             split_image_features,

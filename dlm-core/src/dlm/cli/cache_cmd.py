@@ -2,7 +2,7 @@
 
 ``dlm train`` keeps each image's frozen vision features in the document's
 store (``<store>/cache/features``) so a retrain skips the vision tower; see
-:mod:`dlm.engine.feature_cache`. Imports no torch: it only reads sizes.
+:mod:`dlm.engine.training.feature_cache`. Imports no torch: it only reads sizes.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def cache(args: tuple[str, ...], as_json: bool) -> None:
     per store by DLM_FEATURE_CACHE_MB (default 4096; 0 keeps none), least
     recently used first out.
     """
-    from dlm.engine.feature_cache import FeatureStore, max_bytes_from_env
+    from dlm.engine.training.feature_cache import FeatureStore, max_bytes_from_env
 
     clear, doc = _parse(args)
     bound = max_bytes_from_env()
@@ -139,7 +139,7 @@ def cache(args: tuple[str, ...], as_json: bool) -> None:
 
 
 def _clear(stores: list[Any], as_json: bool) -> None:
-    from dlm.engine.feature_cache import FeatureStore
+    from dlm.engine.training.feature_cache import FeatureStore
     from dlm.store.lock import StoreLock
 
     cleared = []

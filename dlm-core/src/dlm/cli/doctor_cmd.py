@@ -62,8 +62,8 @@ def plugin_rows() -> list[dict[str, Any]]:
 def _plan_document(
     doc: Path, host: Any, force: bool, processes: int, **parallel: Any
 ) -> dict[str, Any]:
-    """Parse, build examples, count tokens, plan: see :mod:`dlm.engine.document_plan`."""
-    from dlm.engine.document_plan import plan_for_document
+    """Parse, build examples, count tokens, plan: see :mod:`dlm.engine.training.document_plan`."""
+    from dlm.engine.training.document_plan import plan_for_document
 
     return plan_for_document(doc, host, force, processes, **parallel)
 
@@ -76,8 +76,8 @@ def gather(
     processes: int | None,
     accelerate_config: str | None = None,
 ) -> dict[str, Any]:
-    from dlm.engine.levers import choose_levers
-    from dlm.engine.topology import resolve_topology
+    from dlm.engine.distributed.topology import resolve_topology
+    from dlm.engine.training.levers import choose_levers
     from dlm.hardware.doctor_report import base_verdicts
     from dlm.hardware.host import assume_host, library_versions, probe_host
     from dlm.hardware.plan import usable_bytes

@@ -98,7 +98,7 @@ def export(
         return
     if doc is None:
         raise UsageError("missing DOC", hint="dlm export DOC [--target NAME]", subject="export")
-    from dlm.engine.export_dispatch import run_export
+    from dlm.engine.export.dispatch import run_export
 
     # Only what the user passed: the target refuses options it does not take.
     given: dict[str, object] = {}

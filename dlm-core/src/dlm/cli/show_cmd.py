@@ -45,7 +45,7 @@ def _store_state(prepared: Any) -> dict[str, Any]:
 )
 def show(doc: Path, as_json: bool, allow_outside: bool) -> None:
     """Show a document: id, base, sections, images, what will train, store state."""
-    from dlm.engine.prepare import prepare_document
+    from dlm.engine.document.prepare import prepare_document
 
     # A new document names images not dropped in yet: show it, marking them.
     prepared = prepare_document(doc, allow_outside=allow_outside, missing_ok=True)
@@ -117,7 +117,7 @@ def _by_kind(prepared: Any) -> dict[str, int]:
 def _print_human(data: dict[str, Any], prepared: Any) -> None:
     from rich.table import Table
 
-    from dlm.engine.train_report import outcomes_table
+    from dlm.engine.training.train_report import outcomes_table
 
     base = data["base"]
     console.print(

@@ -52,7 +52,7 @@ def train(
     as_json: bool,
 ) -> None:
     """Train a LoRA adapter from DOC and commit it as the next adapter version."""
-    from dlm.engine.train import TrainOptions, run_training
+    from dlm.engine.training.train import TrainOptions, run_training
 
     result = run_training(
         doc,

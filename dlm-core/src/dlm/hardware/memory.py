@@ -45,7 +45,7 @@ token) and one layer's full set is recomputed during backward::
 **Logits**: ``B * P * V * 12``, where ``P`` is the positions the LM head
 runs on: every one (``P = S``) in the plain transformers step, only the
 labelled ones (``P`` = the longest completion) with dlm's label-position
-head (the ``label_head`` lever, :mod:`dlm.engine.step`). The loss upcasts
+head (the ``label_head`` lever, :mod:`dlm.engine.training.step`). The loss upcasts
 the logits to fp32; cross entropy keeps its fp32 log-softmax for backward,
 and backward allocates the fp32 gradient of that output and of its input
 before freeing either: three fp32 copies of vocabulary x positions at the
@@ -244,7 +244,7 @@ def _lora_input_bytes(
     group read the same tensor (q/k/v read the normed hidden state), which
     is saved once when nothing copies it. ``recompute``: the branches keep
     only that shared input and redo cast and dropout in backward
-    (:mod:`dlm.engine.lora_recompute`).
+    (:mod:`dlm.engine.training.lora_recompute`).
     """
     if p > 0 and not recompute:
         return sum((ADAPTER_BYTES + mask_bytes) * w for w, _ in widths)

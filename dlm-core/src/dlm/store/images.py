@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 MAX_IMAGE_PIXELS = 64_000_000
 
 #: What :func:`normalize_image` does to pixels, versioned: cached vision
-#: features (``engine.feature_cache``) computed under another version are misses.
+#: features (``engine.training.feature_cache``) computed under another version are misses.
 #: 2: EXIF orientation applied, 16-bit depth scaled, transparency flattened on white.
 PREPARATION_VERSION = 2
 

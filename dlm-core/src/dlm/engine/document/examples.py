@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from dlm.engine.ingest import CheckedImage
+from dlm.engine.document.ingest import CheckedImage
 from dlm.family import Family
 from dlm.format.document import (
     Document,
@@ -69,7 +69,7 @@ def build_examples(
     """Build the examples of ``doc`` (sources already expanded).
 
     ``images`` maps the index of each image section in ``doc.sections`` to
-    its blob (see :func:`dlm.engine.ingest.ingest_images`); ``image_notes``
+    its blob (see :func:`dlm.engine.document.ingest.ingest_images`); ``image_notes``
     what is lost in using an image (an animation's other frames, its
     transparency), said in the image's outcome rather than done silently.
     """
@@ -205,7 +205,7 @@ def with_image_refs(
     """The same examples, each image replaced by its ref in ``refs``.
 
     Examples are built once, from the document, with their images at the
-    document's files (:func:`~dlm.engine.prepare.prepare_document`);
+    document's files (:func:`~dlm.engine.document.prepare.prepare_document`);
     training reads the stored copies, so the examples are re-pointed rather
     than built again. ``refs`` maps an image section's index to its new ref,
     as :func:`build_examples` takes them; ``images`` are the document's

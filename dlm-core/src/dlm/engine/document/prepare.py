@@ -12,8 +12,8 @@ from pathlib import Path
 
 import attrs
 
-from dlm.engine.examples import ExampleSet, build_examples
-from dlm.engine.ingest import CheckedImage, check_images, refs_without_storing
+from dlm.engine.document.examples import ExampleSet, build_examples
+from dlm.engine.document.ingest import CheckedImage, check_images, refs_without_storing
 from dlm.errors import DocumentError, UnknownBaseError
 from dlm.family import Family
 from dlm.format import expand_sources, parse_file
@@ -48,7 +48,7 @@ def prepare_document(
     """Parse, expand sources, check images and build examples; nothing is written.
 
     ``missing_ok``: images that do not exist yet are kept (marked missing,
-    see :func:`~dlm.engine.ingest.check_images`) so a new document can be planned.
+    see :func:`~dlm.engine.document.ingest.check_images`) so a new document can be planned.
     """
     doc = parse_file(Path(doc_path))
     registry = get_registry()

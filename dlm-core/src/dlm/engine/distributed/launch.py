@@ -1,7 +1,7 @@
 """Start a run's processes, wait for them, and commit what rank 0 trained.
 
 The launching ``dlm train`` is the one store writer. On machine 0 it holds
-the store lock for the whole run (taken by :func:`dlm.engine.train.run_training`
+the store lock for the whole run (taken by :func:`dlm.engine.training.train.run_training`
 before the ranks start), stores the images, and after every rank has exited
 cleanly commits the adapter rank 0 wrote into the run's private folder
 through the two-phase commit. The ranks never write the store except rank 0's
@@ -35,15 +35,15 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from dlm.engine.topology import Topology
-from dlm.engine.train_result import TrainInterrupted, TrainResult, nothing_committed
+from dlm.engine.distributed.topology import Topology
+from dlm.engine.training.train_result import TrainInterrupted, TrainResult, nothing_committed
 from dlm.errors import TrainError
 
 if TYPE_CHECKING:
-    from dlm.engine.prepare import PreparedDocument
+    from dlm.engine.document.prepare import PreparedDocument
     from dlm.hardware.plan import TrainingPlan
 
-WORKER_MODULE = "dlm.engine.worker"
+WORKER_MODULE = "dlm.engine.distributed.worker"
 SPEC_FILE = "spec.json"
 PLAN_FILE = "plan.pickle"
 RESULT_FILE = "result.json"
@@ -283,7 +283,7 @@ def _kind(failure: Any, error: dict[str, Any] | None, first_error_at: float | No
 
 def rank_failure(exc: Any, run_dir: Path, topology: Topology, kept: str) -> TrainError:
     """One message for a failed run: the rank that failed first and why, then the others."""
-    from dlm.engine.distributed import ENV_TIMEOUT
+    from dlm.engine.distributed.ranks import ENV_TIMEOUT
 
     failures: dict[int, Any] = dict(exc.failures)
     errors = {rank: _rank_error(run_dir, rank) for rank in failures}

@@ -5,14 +5,14 @@ Every lever trains the same model as the plain transformers + PEFT step
 only skip work the plain step wastes:
 
 - ``label_head``: the LM head and the loss at labelled positions only
-  (:func:`dlm.engine.step.training_loss`);
+  (:func:`dlm.engine.training.step.training_loss`);
 - ``feature_cache``: frozen vision features computed once per image
-  (:mod:`dlm.engine.feature_cache`);
+  (:mod:`dlm.engine.training.feature_cache`);
 - ``length_batching``: similar lengths share a micro-batch when that saves
-  padding (:mod:`dlm.engine.batching`);
+  padding (:mod:`dlm.engine.training.batching`);
 - ``lora_recompute``: each LoRA branch recomputes its cast and dropped-out
   input in backward instead of keeping copies of it
-  (:mod:`dlm.engine.lora_recompute`): the largest share of saved
+  (:mod:`dlm.engine.training.lora_recompute`): the largest share of saved
   activations, for a rank-r sliver of recomputation;
 - ``fused_optimizer`` (CUDA): ``torch.optim.AdamW(fused=True)``, one kernel
   for all LoRA tensors instead of a launch per tensor;
@@ -135,7 +135,7 @@ def compile_decoder_layers(model: Any) -> int:
     serves every layer of the same shape. ``dynamic=True`` because batch
     widths change from step to step.
     """
-    from dlm.engine.feature_cache import encoder_host
+    from dlm.engine.training.feature_cache import encoder_host
 
     host = encoder_host(model)
     language_model = getattr(host, "language_model", None)

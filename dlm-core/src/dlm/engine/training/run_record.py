@@ -1,7 +1,7 @@
 """``training_run.json``: what a committed adapter was trained from, and how.
 
 One typed record, filled in from a finished run by
-:meth:`dlm.engine.session.TrainingSession.record`, written beside the
+:meth:`dlm.engine.training.session.TrainingSession.record`, written beside the
 adapter's weights. ``dlm train --json``, ``dlm show`` and the tests read it
 back as JSON, so its keys and values are part of what users see: a field
 renamed here renames it in every committed adapter from now on.

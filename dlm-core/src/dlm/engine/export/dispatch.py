@@ -182,7 +182,7 @@ def run_export(
     check_same_base(paths, version, training_run, base)
     smoke_examples: tuple = ()
     if exporter.name != FALLBACK_TARGET:
-        from dlm.engine.prepare import prepare_document
+        from dlm.engine.document.prepare import prepare_document
 
         prepared = prepare_document(doc_path, allow_outside=True)
         smoke_examples = tuple(e for e in prepared.example_set.examples if e.images)

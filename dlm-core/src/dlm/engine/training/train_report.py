@@ -7,8 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from dlm.engine.budget import Budget
-from dlm.engine.examples import ExampleSet
+from dlm.engine.document.budget import Budget
+from dlm.engine.document.examples import ExampleSet
 
 
 def outcomes_table(example_set: ExampleSet) -> Table:

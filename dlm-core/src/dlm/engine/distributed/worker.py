@@ -1,12 +1,12 @@
-"""One rank of a multi-process ``dlm train``: ``python -m dlm.engine.worker SPEC``.
+"""One rank of a multi-process ``dlm train``: ``python -m dlm.engine.distributed.worker SPEC``.
 
-Started by :mod:`dlm.engine.launch` through torch's elastic agent, which
+Started by :mod:`dlm.engine.distributed.launch` through torch's elastic agent, which
 sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address.
 The rank rebuilds what the launcher already checked (the document, its
 examples, the processor and the token budget: cheap, deterministic) and
 takes the launcher's plan as is, then runs the same
-:class:`~dlm.engine.session.TrainingSession` as a single process, with its
-:class:`~dlm.engine.distributed.Ranks`. Rank 0 hands the adapter over in
+:class:`~dlm.engine.training.session.TrainingSession` as a single process, with its
+:class:`~dlm.engine.distributed.ranks.Ranks`. Rank 0 hands the adapter over in
 the run folder; the launcher commits it.
 
 A failure is written to ``errors/rank-N.json`` in the run folder (message,
@@ -99,13 +99,13 @@ def _image_refs(prepared: Any, blob_root: str | None) -> dict[int, Any]:
 def run_rank(spec: dict[str, Any]) -> None:
     from rich.console import Console
 
-    from dlm.engine.budget import check_budget
-    from dlm.engine.distributed import Ranks
-    from dlm.engine.examples import with_image_refs
-    from dlm.engine.levers import choose_levers
-    from dlm.engine.prepare import prepare_document
+    from dlm.engine.distributed.ranks import Ranks
+    from dlm.engine.document.budget import check_budget
+    from dlm.engine.document.examples import with_image_refs
+    from dlm.engine.document.prepare import prepare_document
     from dlm.engine.quiet import quiet_transformers
-    from dlm.engine.session import BaseAssets, SessionInputs, train
+    from dlm.engine.training.levers import choose_levers
+    from dlm.engine.training.session import BaseAssets, SessionInputs, train
     from dlm.hardware.plan import lora_targets
 
     quiet_transformers()

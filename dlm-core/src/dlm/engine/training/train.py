@@ -17,16 +17,16 @@ from typing import Any
 import attrs
 from rich.console import Console
 
-from dlm.engine.budget import Budget, check_budget
-from dlm.engine.examples import with_image_refs
-from dlm.engine.ingest import store_images
-from dlm.engine.levers import Levers, choose_levers
-from dlm.engine.prepare import PreparedDocument, prepare_document
-from dlm.engine.run_record import utc_now
-from dlm.engine.session import MANIFEST_BYTES, BaseAssets, SessionInputs, train
-from dlm.engine.topology import Topology
-from dlm.engine.train_report import print_outcomes, print_plan
-from dlm.engine.train_result import TrainInterrupted, TrainResult
+from dlm.engine.distributed.topology import Topology
+from dlm.engine.document.budget import Budget, check_budget
+from dlm.engine.document.examples import with_image_refs
+from dlm.engine.document.ingest import store_images
+from dlm.engine.document.prepare import PreparedDocument, prepare_document
+from dlm.engine.training.levers import Levers, choose_levers
+from dlm.engine.training.run_record import utc_now
+from dlm.engine.training.session import MANIFEST_BYTES, BaseAssets, SessionInputs, train
+from dlm.engine.training.train_report import print_outcomes, print_plan
+from dlm.engine.training.train_result import TrainInterrupted, TrainResult
 from dlm.errors import TrainError
 from dlm.hardware.host import HostFacts
 from dlm.hardware.plan import TrainingPlan
@@ -73,8 +73,8 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
     acceptance = check_license(prepared, options.accept_license)
     examples = _examples_to_train(prepared, console)
 
+    from dlm.engine.distributed.topology import resolve_topology
     from dlm.engine.quiet import quiet_transformers
-    from dlm.engine.topology import resolve_topology
     from dlm.hardware.host import assume_host, probe_host
 
     quiet_transformers()
@@ -200,7 +200,7 @@ def _launch(
     started: float,
     console: Console,
 ) -> TrainResult:
-    from dlm.engine.launch import train_distributed
+    from dlm.engine.distributed.launch import train_distributed
 
     return train_distributed(
         document=Path(doc_path).resolve(),

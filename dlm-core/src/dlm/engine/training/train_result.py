@@ -1,8 +1,8 @@
 """What a ``dlm train`` run hands back, whichever path trained it.
 
-Shared by the single-process path (:mod:`dlm.engine.train`), a rank of a
-multi-process run (:mod:`dlm.engine.worker`) and the launcher that commits
-rank 0's adapter (:mod:`dlm.engine.launch`). It imports none of them, so
+Shared by the single-process path (:mod:`dlm.engine.training.train`), a rank of a
+multi-process run (:mod:`dlm.engine.distributed.worker`) and the launcher that commits
+rank 0's adapter (:mod:`dlm.engine.distributed.launch`). It imports none of them, so
 they need not import each other for it.
 """
 

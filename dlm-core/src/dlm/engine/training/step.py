@@ -12,7 +12,7 @@ model's forward (not its submodules) keeps what the forward does after the
 head, such as Gemma 2's final-logit softcapping, and keeps wrappers (PEFT,
 DDP) in charge of their own hooks.
 
-Frozen vision features come from a :class:`~dlm.engine.feature_cache.VisionFeatures`
+Frozen vision features come from a :class:`~dlm.engine.training.feature_cache.VisionFeatures`
 when one is passed: computed once per image, then fed back through the
 model's ``mm_encoder_outputs`` input instead of ``pixel_values``.
 """
@@ -23,7 +23,7 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dlm.engine.feature_cache import VisionFeatures
+    from dlm.engine.training.feature_cache import VisionFeatures
 
 IGNORE_INDEX = -100
 

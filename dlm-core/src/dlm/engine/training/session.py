@@ -1,11 +1,11 @@
 """One training run, in four parts: set up, run, record, commit.
 
 :class:`TrainingSession` is the training itself, shared by both ways
-``dlm train`` runs: in one process (:mod:`dlm.engine.train`) and as each
-rank of a multi-process run (:mod:`dlm.engine.worker`, started by
-:mod:`dlm.engine.launch`). Everything before it (parsing, budgets, the plan,
+``dlm train`` runs: in one process (:mod:`dlm.engine.training.train`) and as each
+rank of a multi-process run (:mod:`dlm.engine.distributed.worker`, started by
+:mod:`dlm.engine.distributed.launch`). Everything before it (parsing, budgets, the plan,
 the store lock, the images) is the caller's; what differs between one
-process and many is :class:`~dlm.engine.distributed.Ranks`.
+process and many is :class:`~dlm.engine.distributed.ranks.Ranks`.
 
 - :meth:`TrainingSession.set_up`: seed, the accelerator, the model with its
   LoRA adapter, the vision-feature cache, the optimizer and its schedule.
@@ -36,11 +36,11 @@ from typing import Any
 import attrs
 from rich.console import Console
 
-from dlm.engine.budget import Budget
-from dlm.engine.distributed import Ranks
-from dlm.engine.levers import Levers
-from dlm.engine.prepare import PreparedDocument
-from dlm.engine.run_record import (
+from dlm.engine.distributed.ranks import Ranks
+from dlm.engine.document.budget import Budget
+from dlm.engine.document.prepare import PreparedDocument
+from dlm.engine.training.levers import Levers
+from dlm.engine.training.run_record import (
     BaseIdentity,
     DataSummary,
     RunResults,
@@ -51,7 +51,7 @@ from dlm.engine.run_record import (
     utc_now,
     wall_clock_at,
 )
-from dlm.engine.train_result import TrainInterrupted, TrainResult, nothing_committed
+from dlm.engine.training.train_result import TrainInterrupted, TrainResult, nothing_committed
 from dlm.errors import DlmError, TrainError
 from dlm.family import BoundBase
 from dlm.hardware.plan import TrainingPlan
@@ -171,9 +171,9 @@ class TrainingSession:
         optimizer and schedule; a rank also joins the others here."""
         from transformers import get_scheduler
 
-        from dlm.engine.batching import BatchingStats
-        from dlm.engine.distributed import inputs_fingerprint
-        from dlm.engine.levers import compile_decoder_layers, make_optimizer
+        from dlm.engine.distributed.ranks import inputs_fingerprint
+        from dlm.engine.training.batching import BatchingStats
+        from dlm.engine.training.levers import compile_decoder_layers, make_optimizer
 
         ranks = ranks if ranks is not None else Ranks.single()
         plan, levers = inputs.plan, inputs.levers
@@ -229,8 +229,8 @@ class TrainingSession:
         """Train every epoch; Ctrl-C and failures leave the store's current version as is."""
         import torch
 
-        from dlm.engine.lora_recompute import lora_inputs_recomputed
-        from dlm.engine.progress import TrainProgress
+        from dlm.engine.training.lora_recompute import lora_inputs_recomputed
+        from dlm.engine.training.progress import TrainProgress
 
         paths, ranks = self.inputs.prepared.paths, self.ranks
         settings = self.inputs.prepared.doc.frontmatter.training
@@ -277,7 +277,7 @@ class TrainingSession:
     def _optimizer_steps(self, generator: Any) -> list[list[list[int]]]:
         """One epoch's optimizer steps: each a group of ``grad_accum`` micro-batches
         of example indices, in the seeded order (grouped by length with that lever)."""
-        from dlm.engine.batching import epoch_micro_batches
+        from dlm.engine.training.batching import epoch_micro_batches
 
         plan = self.inputs.plan
         chunks = epoch_micro_batches(
@@ -294,7 +294,7 @@ class TrainingSession:
 
     def _optimizer_step(self, group: Sequence[Sequence[int]], images: _ImageCache) -> float:
         """Accumulate the group's micro-batches, then step; returns the step's mean loss."""
-        from dlm.engine.step import training_loss
+        from dlm.engine.training.step import training_loss
 
         accelerator, model, ranks = self.accelerator, self.model, self.ranks
         examples = self.inputs.examples
@@ -525,7 +525,7 @@ def _model_with_lora(inputs: SessionInputs, console: Console) -> tuple[Any, int]
 def _vision_features(inputs: SessionInputs, model: Any, ranks: Ranks) -> tuple[Any, str | None]:
     """The vision-feature cache when that lever is on: ``(features, None)``, or
     ``(None, why not)`` when this model's features cannot be reused."""
-    from dlm.engine.feature_cache import VisionFeatures
+    from dlm.engine.training.feature_cache import VisionFeatures
 
     if not inputs.levers.feature_cache:
         return None, None

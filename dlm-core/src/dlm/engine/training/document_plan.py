@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
-from dlm.engine.budget import check_budget
-from dlm.engine.levers import choose_levers
-from dlm.engine.prepare import prepare_document
+from dlm.engine.document.budget import check_budget
+from dlm.engine.document.prepare import prepare_document
+from dlm.engine.training.levers import choose_levers
 from dlm.family import BoundBase
 from dlm.hardware.doctor_report import ExampleBudget, document_report
 from dlm.hardware.host import HostFacts

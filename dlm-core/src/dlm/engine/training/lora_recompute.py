@@ -18,7 +18,7 @@ restores the RNG state, so the recomputed dropout mask is the one the
 forward drew: the same loss and the same LoRA gradients as PEFT's own
 forward, for a few rank-r matmuls and one dropout pass more per layer.
 
-This is the ``lora_recompute`` speed lever (:mod:`dlm.engine.levers`).
+This is the ``lora_recompute`` speed lever (:mod:`dlm.engine.training.levers`).
 Nothing is renamed: the adapter's state dict, saving and loading are
 PEFT's own.
 """

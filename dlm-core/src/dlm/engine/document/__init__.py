@@ -1,0 +1,1 @@
+"""A document → training examples, stored images and token budgets, before any model loads."""
