@@ -28,6 +28,7 @@ TOP_LEVEL_KEYS = {
     "dlm_id",
     "document",
     "force",
+    "held_out",
     "hyperparameters",
     "image_geometry",
     "image_settings",
@@ -38,6 +39,7 @@ TOP_LEVEL_KEYS = {
     "started_at",
     "finished_at",
     "strategy",
+    "verdict",
     "versions",
     "world_size",
 }
@@ -86,6 +88,7 @@ def _session(
         levers=SimpleNamespace(on=lambda: ["label_head", "feature_cache"]),
         force=True,
         started=started,
+        held_out=(),
     )
     return TrainingSession(
         inputs=inputs,  # type: ignore[arg-type]
@@ -151,6 +154,13 @@ def test_the_record_has_every_key_of_training_run_json():
         "sections": ["s1", "s2"],  # sorted, each once
         "images": ["a" * 64, "b" * 64],
     }
+    # nothing held out here; the verdict is the run's (none: _finished ran no loop)
+    assert data["held_out"] == {
+        "setting": "auto",
+        "data": {"examples": 0, "sections": [], "images": []},
+        "scores": [],
+    }
+    assert data["verdict"] is None
     assert data["results"]["steps"] == 4
     assert data["results"]["final_loss"] == 0.25
     assert data["results"]["log"] == "/store/logs/train-x.jsonl"

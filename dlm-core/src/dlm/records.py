@@ -163,8 +163,12 @@ class BaseSpec:
     cuda_first: bool = False  # refused on Apple Silicon unless --force
     description: str = ""
     #: The processor settings training starts from, e.g. the pinned size
-    #: (``Family.default_image_settings`` returns them; saved with every adapter).
+    #: (``family.bind(base)`` applies them to a fresh run; saved with every adapter).
     image_settings: dict[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
+    #: Training settings that suit this base (``training:`` keys and values,
+    #: e.g. a tiny base's learning rate); ``dlm init`` writes them into a new
+    #: document, where the user sees and changes them.
+    recommended_training: dict[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
     export_hints: ExportHints = ExportHints()
     extra: dict[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
 

@@ -294,6 +294,16 @@ class FamilyContract:
         else:
             assert torch.equal(joined, features)
 
+    # ------------------------------------------------------------- recommended settings
+
+    def test_recommended_training_is_a_valid_training_section(self, tiny: TinyBase) -> None:
+        """What ``dlm init`` writes for the base is a ``training:`` the schema accepts."""
+        from dlm.format.schema import training_from_mapping
+
+        settings = training_from_mapping(tiny.base.recommended_training, path="<recommended>")
+        for key, value in tiny.base.recommended_training.items():
+            assert getattr(settings, key) == value, key
+
     # ------------------------------------------------------------- tiny build
 
     @pytest.mark.slow

@@ -21,7 +21,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from dlm.kit import QWEN2_SPLIT_PATTERN, text_config, vision_config
+from dlm.kit import QWEN2_SPLIT_PATTERN, TINY_TRAINING, text_config, vision_config
 from dlm.records import (
     BaseSpec,
     ExportHints,
@@ -266,6 +266,7 @@ def tiny_base() -> BaseSpec:
             "56x56 tiles, up to 4 + thumbnail, 4 tokens per tile"
         ),
         image_settings=image_settings(TINY_TILE, 1, TINY_MAX_TILES),
+        recommended_training=dict(TINY_TRAINING),
         export_hints=export_hints("Qwen2ForCausalLM", QWEN2_PRETOKENIZER),
         extra={
             "seed": TINY_SEED,

@@ -24,7 +24,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from dlm.kit import text_config, vision_config
+from dlm.kit import TINY_TRAINING, text_config, vision_config
 from dlm.records import (
     BaseSpec,
     ExportHints,
@@ -218,6 +218,7 @@ def tiny_base() -> BaseSpec:
             "for tests and demos"
         ),
         image_settings=_pinned(TINY_SIDE),
+        recommended_training=dict(TINY_TRAINING),
         export_hints=EXPORT_HINTS,
         extra={
             "seed": TINY_SEED,

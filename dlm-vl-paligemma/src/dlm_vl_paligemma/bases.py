@@ -16,7 +16,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from dlm.kit import text_config, vision_config
+from dlm.kit import TINY_TRAINING, text_config, vision_config
 from dlm.records import BaseSpec, ImageGeometry, ParamCounts
 
 FAMILY = "paligemma"
@@ -158,6 +158,7 @@ def tiny_base() -> BaseSpec:
         tiny=True,
         description="Offline toy PaliGemma (random weights, local tokenizer), for tests and demos",
         image_settings=_image_settings(TINY_SIDE),
+        recommended_training=dict(TINY_TRAINING),
         extra={"seed": TINY_SEED},
     )
 

@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 from dlm.family import FIT_KEEP_ASPECT, FIT_KEY
-from dlm.kit import QWEN2_SPLIT_PATTERN, text_config, vision_config
+from dlm.kit import QWEN2_SPLIT_PATTERN, TINY_TRAINING, text_config, vision_config
 from dlm.records import (
     BaseSpec,
     ExportHints,
@@ -183,6 +183,7 @@ def tiny_base() -> BaseSpec:
         tiny=True,
         description="Offline toy Qwen2-VL (random weights, local tokenizer), for tests and demos",
         image_settings=_pixels(TINY_SIDE),
+        recommended_training=dict(TINY_TRAINING),
         export_hints=EXPORT_HINTS,
         extra={"seed": TINY_SEED},
     )

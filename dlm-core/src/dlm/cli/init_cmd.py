@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from dlm.cli.output import console, json_option, print_json
-from dlm.errors import UnknownBaseError, UsageError
+from dlm.errors import DlmError, UnknownBaseError, UsageError
 
 DEFAULT_BASE = "paligemma-3b-mix-224"
 
@@ -82,7 +83,7 @@ def init(
     if base.gated and not accept_license:
         raise license_refusal(base, registry.bases.values())
     dlm_id = str(ULID())
-    frontmatter = Frontmatter(dlm_id=dlm_id, base_model=key)
+    frontmatter = Frontmatter(dlm_id=dlm_id, base_model=key, training=_recommended(base))
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, render_new_document(frontmatter, SAMPLE_BODY))
     if base.gated:
@@ -107,3 +108,23 @@ def init(
         f"edit the caption and Q/A, check the plan with `dlm doctor {path}`, "
         f"then `dlm train {path}`"
     )
+
+
+def _recommended(base: Any) -> Any:
+    """The base's recommended ``training:`` settings, checked like a document's.
+
+    A plugin that recommends a setting the schema refuses is a broken plugin,
+    not a user mistake: the error names the base and the plugin's value.
+    """
+    from dlm.errors import PluginError
+    from dlm.format.schema import training_from_mapping
+
+    try:
+        return training_from_mapping(
+            base.recommended_training, path=f"<{base.key} recommended_training>"
+        )
+    except DlmError as exc:
+        raise PluginError(
+            f"base {base.key} recommends training settings the schema refuses: {exc.message}",
+            hint="the plugin that registers this base is broken; report it to its authors",
+        ) from None

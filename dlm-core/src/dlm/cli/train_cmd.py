@@ -79,6 +79,11 @@ def train(
         f"{result.final_loss:.4f}, {result.seconds:.1f} s training "
         f"({result.startup_seconds:.1f} s from start to first step)"
     )
+    verdict = _training_run(result).get("verdict")
+    if verdict:
+        console.print(f"  {verdict['sentence']}")
+        if verdict.get("warning"):
+            err_console.print(f"[yellow]warning:[/yellow] {verdict['warning']}")
     console.print(f"  adapter  {result.adapter_dir}")
     console.print(f"  log      {result.log_path}")
     if result.plot_path:
@@ -89,10 +94,9 @@ def _as_json(doc: Path, result: Any) -> dict[str, Any]:
     """What ``--json`` prints; the details come from the committed training_run.json."""
     committed = bool(result.version)
     run_path = result.adapter_dir / "training_run.json" if committed else None
-    run: dict[str, Any] = {}
-    if run_path is not None and run_path.is_file():
-        run = json.loads(run_path.read_text())
+    run = _training_run(result)
     speed = run.get("speed", {})
+    held_out = run.get("held_out") or {}
     return {
         "document": str(doc),
         "dlm_id": run.get("dlm_id"),
@@ -111,4 +115,17 @@ def _as_json(doc: Path, result: Any) -> dict[str, Any]:
         "levers": speed.get("levers"),
         "vision_features": speed.get("vision_features"),
         "examples": run.get("data", {}).get("examples"),
+        "held_out": {
+            "examples": (held_out.get("data") or {}).get("examples", 0),
+            "scores": held_out.get("scores", []),
+        },
+        "verdict": run.get("verdict"),
     }
+
+
+def _training_run(result: Any) -> dict[str, Any]:
+    """The committed adapter's training_run.json (empty where nothing was committed here)."""
+    if not result.version:
+        return {}
+    path = result.adapter_dir / "training_run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -168,12 +168,40 @@ def generate(
     temperature: float = 0.0,
     seed: int = 0,
 ) -> str:
-    import torch
-
     bound = loaded.bound
     images = [bound.open_image(path) for path in image_paths]
-    inputs = bound.prompt_inputs(images, question, loaded.system_prompt)
-    device = next(loaded.model.parameters()).device
+    return answer(
+        loaded.model,
+        bound,
+        images,
+        question,
+        loaded.system_prompt,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+    )
+
+
+def answer(
+    model: Any,
+    bound: BoundBase,
+    images: list[Any],
+    question: str,
+    system_prompt: str | None,
+    *,
+    max_tokens: int = 128,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> str:
+    """``model``'s answer to ``question`` about prepared ``images`` (greedy at temperature 0).
+
+    Used by ``dlm prompt`` and by training's held-out check and recall pass,
+    so both ask exactly the same way.
+    """
+    import torch
+
+    inputs = bound.prompt_inputs(images, question, system_prompt)
+    device = next(model.parameters()).device
     inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in inputs.items()}
     tokenizer = bound.tokenizer
     stop_ids = [
@@ -192,6 +220,6 @@ def generate(
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     with torch.inference_mode():
-        output = loaded.model.generate(**inputs, **kwargs)
+        output = model.generate(**inputs, **kwargs)
     new_tokens = output[0, inputs["input_ids"].shape[1] :]
     return bound.decode(new_tokens)

@@ -333,6 +333,40 @@ def _target_modules(value: Any, ctx: Ctx) -> str | tuple[str, ...] | None:
 target_modules = Check(_target_modules, "regex string, or list of names")
 
 
+def _held_out(value: Any, ctx: Ctx) -> str | int | float | tuple[str, ...]:
+    if value in ("auto", "none"):
+        return str(value)
+    if is_int(value):
+        if value < 0:
+            ctx.fail(f"{ctx.name} must not be negative, got {value}")
+        return int(value)
+    if isinstance(value, float) and not is_bool(value):
+        if not (0.0 < value < 1.0):
+            ctx.fail(
+                f"{ctx.name} as a number with a point is a fraction of the images "
+                f"(0 < x < 1), got {value}",
+                hint="for a count of images write a whole number (held_out: 2)",
+            )
+        return float(value)
+    if isinstance(value, str) or (isinstance(value, Sequence) and not isinstance(value, str)):
+        if isinstance(value, str):
+            close = difflib.get_close_matches(value.lower(), ["auto", "none"], n=1, cutoff=0.6)
+            if close:
+                ctx.fail(
+                    f"{ctx.name} must be auto, none, a count, a fraction or a list of image "
+                    f"paths; got {describe(value)}",
+                    f"did you mean '{close[0]}'?",
+                )
+        return _string_list(value, ctx, what="a list of image paths")
+    ctx.fail(
+        f"{ctx.name} must be auto, none, a count of images, a fraction of them (0 < x < 1) "
+        f"or a list of image paths; got {describe(value)}"
+    )
+
+
+held_out = Check(_held_out, "`auto`, `none`, count, fraction or list of image paths")
+
+
 def _patterns(value: Any, ctx: Ctx) -> tuple[str, ...]:
     if isinstance(value, Sequence) and not isinstance(value, str) and not value:
         return ()

@@ -147,6 +147,18 @@ class TrainingSettings:
     seed: int = attrs.field(
         default=42, metadata=setting(checks.integer(0, _MAX_SEED), "Random seed.")
     )
+    held_out: str | int | float | tuple[str, ...] = attrs.field(
+        default="auto",
+        metadata=setting(
+            checks.held_out,
+            "Examples set aside to check the run on (see [The held-out check]"
+            "(#the-held-out-check)): `auto` holds out 10% of the images of a document with "
+            "20 or more (none of a smaller one), `none` none; a whole number is a count of "
+            "images, a number below 1 a fraction of them, a list names image paths. Every "
+            "example about a held-out image is held out with it.",
+            flow=True,
+        ),
+    )
     sources: tuple[Source, ...] = attrs.field(
         default=(),
         metadata=setting(

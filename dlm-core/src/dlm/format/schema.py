@@ -33,11 +33,15 @@ from dlm.format.checks import (
     required_keys,
     settings_of,
 )
-from dlm.format.document import CURRENT_VERSION, Frontmatter
+from dlm.format.document import CURRENT_VERSION, Frontmatter, TrainingSettings
 
 # ----------------------------------------------------------------- records
 
 _structure = cattrs.Converter()
+_structure.register_structure_hook(
+    str | int | float | tuple[str, ...],
+    lambda value, _: tuple(value) if isinstance(value, list | tuple) else value,
+)
 _structure.register_structure_hook(
     str | tuple[str, ...] | None,
     lambda value, _: value if value is None or isinstance(value, str) else tuple(value),
@@ -85,6 +89,21 @@ def frontmatter_from_mapping(
         raise loc.error(version_pos, exc.message, exc.hint) from None
     fields = check_mapping(raw, Frontmatter, loc, name="", missing_pos=opening)
     return _structure.structure(fields, Frontmatter), raw
+
+
+def training_from_mapping(raw: Any, *, path: str) -> TrainingSettings:
+    """``training:`` keys and values from outside a document (a base's recommended
+    settings), checked exactly as a document's ``training:`` is."""
+    frontmatter, _ = frontmatter_from_mapping(
+        {
+            "dlm_version": CURRENT_VERSION,
+            "dlm_id": "0" * 26,
+            "base_model": "-",
+            "training": dict(raw),
+        },
+        path=path,
+    )
+    return frontmatter.training
 
 
 # ----------------------------------------------------------------- back to YAML

@@ -228,6 +228,14 @@ class Ranks:
             return model, optimizer, scheduler
         return accelerator.prepare(model, optimizer, scheduler)
 
+    def eval_model(self, accelerator: Any, model: Any) -> Any:
+        """The model to score and generate with: unwrapped (DDP's wrapper would sync
+        buffers on every forward), or the FSDP-sharded model itself, whose forward
+        every rank then runs in step."""
+        if self.strategy == "fsdp" and self.distributed:
+            return model
+        return accelerator.unwrap_model(model)
+
     # ------------------------------------------------------------ the loop
 
     def global_micro_batch(self, micro: int) -> int:

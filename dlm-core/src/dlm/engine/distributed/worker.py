@@ -104,6 +104,7 @@ def run_rank(spec: dict[str, Any]) -> None:
     from dlm.engine.document.examples import with_image_refs
     from dlm.engine.document.prepare import prepare_document
     from dlm.engine.quiet import quiet_transformers
+    from dlm.engine.training.evaluation import held_out_of
     from dlm.engine.training.levers import choose_levers
     from dlm.engine.training.session import BaseAssets, SessionInputs, train
     from dlm.hardware.plan import lora_targets
@@ -119,11 +120,15 @@ def run_rank(spec: dict[str, Any]) -> None:
     console = Console(stderr=True, highlight=False) if ranks.main else Console(quiet=True)
     assets = BaseAssets.load(prepared)
     refs = _image_refs(prepared, spec["blob_root"])
-    examples = with_image_refs(prepared.example_set.examples, prepared.images, refs)
+    # the same split on every rank: seeded by the document
+    split = held_out_of(prepared, prepared.example_set.examples)
+    examples = with_image_refs(split.train, prepared.images, refs)
+    held_out = with_image_refs(split.held_out, prepared.images, refs)
     inputs = SessionInputs(
         prepared=prepared,
         examples=examples,
-        budget=check_budget(prepared.doc, assets.bound, examples),
+        held_out=held_out,
+        budget=check_budget(prepared.doc, assets.bound, examples + held_out),
         plan=plan,
         assets=assets,
         levers=choose_levers(plan.host.backend),

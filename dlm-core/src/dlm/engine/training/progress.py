@@ -23,13 +23,16 @@ class TrainProgress:
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("{task.fields[rate]} samples/s"),
+            TextColumn("{task.fields[held_out]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=console,
             transient=False,
         )
-        self._task = self._progress.add_task("train", total=total_steps, loss="—", rate="—")
+        self._task = self._progress.add_task(
+            "train", total=total_steps, loss="—", rate="—", held_out=""
+        )
 
     def __enter__(self) -> TrainProgress:
         self._progress.__enter__()
@@ -50,3 +53,12 @@ class TrainProgress:
             loss=f"{loss:.4f}",
             rate=f"{samples_per_s:.1f}" if samples_per_s else "—",
         )
+
+    def held_out(self, loss: float | None, exact_match: float | None) -> None:
+        """The last epoch's held-out score, kept on the line until the next one."""
+        parts = []
+        if loss is not None:
+            parts.append(f"held-out loss {loss:.4f}")
+        if exact_match is not None:
+            parts.append(f"exact {exact_match:.0%}")
+        self._progress.update(self._task, held_out=" ".join(parts))

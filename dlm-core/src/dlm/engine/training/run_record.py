@@ -90,6 +90,16 @@ class DataSummary:
 
 
 @attrs.frozen
+class HeldOutRecord:
+    """The held-out check: the ``training.held_out`` setting, what it set
+    aside, and its score after each epoch (loss, exact match, F1)."""
+
+    setting: Any
+    data: DataSummary
+    scores: list[dict[str, Any]]
+
+
+@attrs.frozen
 class RunResults:
     steps: int
     final_loss: float
@@ -115,6 +125,8 @@ class TrainingRun:
     speed: SpeedNotes
     seed: int
     data: DataSummary
+    held_out: HeldOutRecord
+    verdict: dict[str, Any] | None  # evaluation.Verdict: did the run learn
     results: RunResults
     versions: dict[str, str]
     started_at: str
@@ -143,6 +155,7 @@ def hyperparameters(settings: Any, target_modules: Any, sequence_len: int) -> di
 __all__ = [
     "BaseIdentity",
     "DataSummary",
+    "HeldOutRecord",
     "RunResults",
     "SpeedNotes",
     "TrainingRun",

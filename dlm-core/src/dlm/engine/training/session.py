@@ -43,6 +43,7 @@ from dlm.engine.training.levers import Levers
 from dlm.engine.training.run_record import (
     BaseIdentity,
     DataSummary,
+    HeldOutRecord,
     RunResults,
     SpeedNotes,
     TrainingRun,
@@ -95,12 +96,13 @@ class SessionInputs:
 
     prepared: PreparedDocument
     examples: tuple[TrainingExample, ...]  # image refs point at the bytes this process reads
-    budget: Budget  # token counts by example, and the sequence_len
+    budget: Budget  # token counts of examples then held_out, in that order; the sequence_len
     plan: TrainingPlan
     assets: BaseAssets
     levers: Levers
     force: bool  # recorded: the run went ahead despite the plan's overridable refusals
     started: float  # time.monotonic() when `dlm train` started (for startup_to_first_step_s)
+    held_out: tuple[TrainingExample, ...] = ()  # scored each epoch, never trained on
 
 
 @attrs.define
@@ -116,6 +118,17 @@ class RunOutcome:
     first_step_at: float | None = None
     rows: list[dict[str, Any]] = attrs.field(factory=list)
     plot_path: Path | None = None
+    held_out: list[dict[str, Any]] = attrs.field(factory=list)  # one score per epoch
+    verdict: Any = None  # evaluation.Verdict, once the run ended
+
+    def log_held_out(self, epoch: int, score: Any) -> dict[str, Any]:
+        """One epoch's held-out score; returns its ``train-*.jsonl`` row."""
+        scored = score.to_dict()
+        self.held_out.append({"step": self.steps, "epoch": epoch + 1, **scored})
+        row = {"step": self.steps, "epoch": epoch + 1}
+        row.update({f"held_out_{key}": value for key, value in scored.items()})
+        self.rows.append(row)
+        return row
 
     def log_step(self, epoch: int, loss: float, examples: int, lr: float) -> dict[str, Any]:
         """Count one optimizer step; returns its ``train-*.jsonl`` row."""
@@ -190,7 +203,9 @@ class TrainingSession:
             console.print(f"  note: vision features computed every step: {no_reuse}")
         if levers.compile:
             compile_decoder_layers(model)
-        lengths = [c.total for c in inputs.budget.counts] if levers.length_batching else None
+        # the budget counts the training examples first, then the held-out ones
+        counts = inputs.budget.counts[: len(inputs.examples)]
+        lengths = [c.total for c in counts] if levers.length_batching else None
         if lengths is not None and len(lengths) != len(inputs.examples):
             lengths = None
         batching = BatchingStats()
@@ -247,6 +262,7 @@ class TrainingSession:
                 if self.inputs.levers.lora_recompute
                 else nullcontext()
             )
+            evaluator = self._evaluator(images)
             with (
                 log_file as log,
                 TrainProgress(self.console, self.total_steps) as progress,
@@ -261,6 +277,13 @@ class TrainingSession:
                         log.write(json.dumps(row) + "\n")
                         log.flush()
                         progress.advance(loss, row["samples_per_s"])
+                    if self.inputs.held_out:
+                        score = evaluator.score(self.inputs.held_out)
+                        row = outcome.log_held_out(epoch, score)
+                        log.write(json.dumps(row) + "\n")
+                        log.flush()
+                        progress.held_out(score.loss, score.exact_match)
+                outcome.verdict = self._verdict(outcome, evaluator)
         except KeyboardInterrupt:
             raise TrainInterrupted(
                 f"interrupted at step {outcome.steps}/{self.total_steps}; nothing was committed, "
@@ -273,6 +296,41 @@ class TrainingSession:
             raise self._failure(exc, outcome) from exc
         outcome.plot_path = self._plot(outcome)
         return outcome
+
+    def _evaluator(self, images: _ImageCache) -> Any:
+        """Scores examples on this run's model, every rank in step (see evaluation)."""
+        from dlm.engine.training.evaluation import Evaluator
+
+        return Evaluator(
+            self.ranks.eval_model(self.accelerator, self.model),
+            self.inputs.assets.bound,
+            images,
+            device=self.accelerator.device,
+            micro_batch=self.inputs.plan.micro_batch,
+            autocast=self.accelerator.autocast,
+        )
+
+    def _verdict(self, outcome: RunOutcome, evaluator: Any) -> Any:
+        """Did the run learn: its losses, held-out scores, and a few training answers asked back."""
+        from dlm.engine.training.evaluation import exact_match, recall_probes, verdict
+
+        settings = self.inputs.prepared.doc.frontmatter.training
+        probes = recall_probes(self.inputs.examples, settings.seed)
+        was_training = evaluator.model.training
+        evaluator.model.eval()
+        try:
+            recalled = sum(exact_match(evaluator.answer(e), e.completion) for e in probes)
+        finally:
+            evaluator.model.train(was_training)
+        return verdict(
+            [row["loss"] for row in outcome.rows if "loss" in row],
+            recalled,
+            len(probes),
+            outcome.held_out,
+            steps=outcome.steps,
+            num_epochs=settings.num_epochs,
+            learning_rate=settings.learning_rate,
+        )
 
     def _optimizer_steps(self, generator: Any) -> list[list[list[int]]]:
         """One epoch's optimizer steps: each a group of ``grad_accum`` micro-batches
@@ -353,8 +411,11 @@ class TrainingSession:
         with disk_step("drawing the loss plot", out, self.adapter_bytes):
             if not self.ranks.main:
                 return None
-            title = f"{self.inputs.prepared.base.key} · {self.inputs.prepared.paths.root.name}"
-            return plot_loss(outcome.rows, out, title)
+            from dlm.engine.training.plot import plot_run
+
+            doc = self.inputs.prepared.doc
+            title = f"{doc.path.name if doc.path else doc.display_path} · {self.inputs.prepared.base.key}"
+            return plot_run(outcome.rows, out, title)
 
     # ------------------------------------------------------------- record
 
@@ -386,6 +447,12 @@ class TrainingSession:
             ),
             seed=settings.seed,
             data=DataSummary.of(inputs.examples),
+            held_out=HeldOutRecord(
+                setting=settings.held_out,
+                data=DataSummary.of(inputs.held_out),
+                scores=outcome.held_out,
+            ),
+            verdict=outcome.verdict.to_dict() if outcome.verdict is not None else None,
             results=RunResults(
                 steps=outcome.steps,
                 final_loss=outcome.final_loss,
@@ -565,27 +632,6 @@ def _move(batch: dict[str, Any], device: Any) -> dict[str, Any]:
     return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
 
 
-def plot_loss(log_rows: list[dict[str, Any]], out: Path, title: str) -> Path | None:
-    """The loss curve as a PNG at ``out``; ``None`` for a run with no steps."""
-    if not log_rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot([r["step"] for r in log_rows], [r["loss"] for r in log_rows], linewidth=1.5)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-    return out
-
-
 def write_adapter(
     directory: Path, model: Any, state: dict[str, Any] | None, record: TrainingRun
 ) -> None:
@@ -604,7 +650,6 @@ __all__ = [
     "RunOutcome",
     "SessionInputs",
     "TrainingSession",
-    "plot_loss",
     "train",
     "write_adapter",
 ]

@@ -78,7 +78,7 @@ def training_loss(
         return _label_head_loss(model, inputs)
 
 
-def _label_head_loss(model: Any, inputs: dict[str, Any]) -> Any:
+def _label_head_loss(model: Any, inputs: dict[str, Any], reduction: str = "mean") -> Any:
     import torch.nn.functional as F
 
     labels = inputs["labels"]
@@ -89,7 +89,16 @@ def _label_head_loss(model: Any, inputs: dict[str, Any]) -> Any:
     if logits.dim() != 2 or logits.shape[0] != targets.shape[0]:
         # a forward that ignores logits_to_keep returns every position: pick ours
         logits = logits[keep]
-    return F.cross_entropy(logits.float(), targets.to(logits.device), reduction="mean")
+    return F.cross_entropy(logits.float(), targets.to(logits.device), reduction=reduction)
 
 
-__all__ = ["IGNORE_INDEX", "label_positions", "plain_loss", "training_loss"]
+def summed_loss(model: Any, batch: dict[str, Any]) -> tuple[float, int]:
+    """``(summed cross-entropy, labelled tokens)`` of a batch, logits at labels only:
+    the held-out check adds these up over batches for a token-weighted mean."""
+    _keep, targets = label_positions(batch["labels"])
+    if targets.numel() == 0:
+        return 0.0, 0
+    return float(_label_head_loss(model, batch, reduction="sum")), int(targets.numel())
+
+
+__all__ = ["IGNORE_INDEX", "label_positions", "plain_loss", "summed_loss", "training_loss"]

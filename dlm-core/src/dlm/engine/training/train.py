@@ -22,6 +22,7 @@ from dlm.engine.document.budget import Budget, check_budget
 from dlm.engine.document.examples import with_image_refs
 from dlm.engine.document.ingest import store_images
 from dlm.engine.document.prepare import PreparedDocument, prepare_document
+from dlm.engine.training.evaluation import held_out_of
 from dlm.engine.training.levers import Levers, choose_levers
 from dlm.engine.training.run_record import utc_now
 from dlm.engine.training.session import MANIFEST_BYTES, BaseAssets, SessionInputs, train
@@ -72,6 +73,9 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
     prepared = prepare_document(doc_path, allow_outside=options.allow_outside)
     acceptance = check_license(prepared, options.accept_license)
     examples = _examples_to_train(prepared, console)
+    split = held_out_of(prepared, examples)
+    if split.note:
+        console.print(f"  {split.note}")
 
     from dlm.engine.distributed.topology import resolve_topology
     from dlm.engine.quiet import quiet_transformers
@@ -86,10 +90,10 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
     if not base.tiny:
         # Refuse what this host cannot train before downloading gigabytes of
         # weights: plan once on the family's token estimates (no processor).
-        planner.plan(check_budget(prepared.doc, family.bind(base), examples))
+        planner.plan(check_budget(prepared.doc, family.bind(base), split.train + split.held_out))
     with console.status(f"preparing base {base.key}…"):
         assets = BaseAssets.load(prepared)
-    budget = check_budget(prepared.doc, assets.bound, examples)
+    budget = check_budget(prepared.doc, assets.bound, split.train + split.held_out)
     plan = planner.plan(budget)
     print_plan(plan, budget, console)
     console.print(f"  speed: {levers.describe()}")
@@ -106,7 +110,8 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
             )
         inputs = SessionInputs(
             prepared=prepared,
-            examples=with_image_refs(examples, prepared.images, refs),
+            examples=with_image_refs(split.train, prepared.images, refs),
+            held_out=with_image_refs(split.held_out, prepared.images, refs),
             budget=budget,
             plan=plan,
             assets=assets,
