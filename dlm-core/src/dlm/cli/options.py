@@ -48,7 +48,9 @@ def report_to(
     if not names:
         raise click.BadParameter("name a tracker, or none", ctx=ctx, param=param)
     if "none" in names:
-        raise click.BadParameter("none turns every tracker off: give it alone", ctx=ctx, param=param)
+        raise click.BadParameter(
+            "none turns every tracker off: give it alone", ctx=ctx, param=param
+        )
     chosen: list[str] = []
     for name in names:
         if name not in TRACKERS:
