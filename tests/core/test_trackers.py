@@ -150,6 +150,22 @@ def test_trackers_start_log_the_rows_and_finish_even_on_failure(tmp_path: Path) 
     assert trackers.where() == {"tensorboard": str(tmp_path / "logs/tensorboard/20260101T000000Z")}
 
 
+def test_a_tracker_that_cannot_start_stops_the_run_with_the_way_out(tmp_path: Path) -> None:
+    accelerator = _Accelerator()
+
+    def refuse(project: str, config: dict[str, Any]) -> None:
+        accelerator.trackers = [accelerator]  # started, then failed: still closed
+        raise RuntimeError("api_key not configured")
+
+    accelerator.init_trackers = refuse  # type: ignore[method-assign]
+    trackers = _trackers(tmp_path, "wandb")
+    with pytest.raises(TrainError) as info, trackers.running(accelerator, {}):
+        pytest.fail("the run must not start")
+    assert info.value.message.startswith("could not start Weights & Biases: RuntimeError")
+    assert "--report-to none" in (info.value.hint or "")
+    assert accelerator.finished == 1
+
+
 def test_no_trackers_log_nothing(tmp_path: Path) -> None:
     accelerator = _Accelerator()
     trackers = _trackers(tmp_path)
