@@ -11,11 +11,13 @@ from types import SimpleNamespace
 
 import attrs
 import pytest
+from rich.console import Console
 
 from dlm.engine.document.examples import with_image_refs
 from dlm.engine.document.ingest import CheckedImage
 from dlm.engine.training.run_record import TrainingRun, wall_clock_at
 from dlm.engine.training.session import RunOutcome, TrainingSession
+from dlm.engine.training.trackers import RunTrackers
 from dlm.engine.training.train_result import TrainResult, nothing_committed
 from dlm.format.document import Source, TrainingSettings
 from dlm.plugins import get_registry
@@ -102,6 +104,8 @@ def _session(
         total_steps=4,
         adapter_bytes=0,
         previous=None,
+        run_stamp="20260101T000000Z",
+        trackers=RunTrackers((), "notes", "20260101T000000Z", Path("/store/logs"), Console()),
         features=features,
         no_reuse=no_reuse,
         lengths=lengths,
@@ -234,6 +238,7 @@ def test_rank_zeros_summary_becomes_the_committed_result():
         adapter_dir=Path("/run/adapter"),
         log_path=Path("/store/logs/train-x.jsonl"),
         plot_path=Path("/store/logs/train-x.png"),
+        trackers={"tensorboard": "/store/logs/tensorboard/x", "mlflow": None},
     )
     summary = json.loads(json.dumps(trained.summary()))  # through result.json
     committed = TrainResult.committed(summary, "v0003", Path("/store/adapter/versions/v0003"))

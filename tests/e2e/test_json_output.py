@@ -39,7 +39,7 @@ def test_train(trained: Any) -> None:
     _folder, _doc, _rows, data = trained
     assert {
         "document", "dlm_id", "committed", "adapter_version", "adapter", "training_run", "log",
-        "loss_plot", "steps", "final_loss", "seconds", "startup_seconds", "world_size",
+        "loss_plot", "trackers", "steps", "final_loss", "seconds", "startup_seconds", "world_size",
         "strategy", "levers", "vision_features", "examples",
     } <= data.keys()  # fmt: skip
     assert data["committed"] is True
@@ -47,6 +47,7 @@ def test_train(trained: Any) -> None:
     assert Path(data["training_run"]).is_file()
     assert data["steps"] > 0 and isinstance(data["final_loss"], float)
     assert isinstance(data["levers"], list)
+    assert data["trackers"] == {}  # report_to is off by default
 
 
 def test_verify_show_cache_doctor(trained: Any) -> None:

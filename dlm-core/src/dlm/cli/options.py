@@ -7,6 +7,9 @@ import re
 
 import click
 
+from dlm.format.checks import did_you_mean
+from dlm.format.document import TRACKERS
+
 _VERSION_RE = re.compile(r"v?\d{1,12}")
 
 
@@ -30,3 +33,34 @@ def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> f
     if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"{value} is not a finite number", ctx=ctx, param=param)
     return value
+
+
+def report_to(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...] | None:
+    """``--report-to``, repeated or comma-separated: the trackers, in order, or ``()``
+    for ``none``; ``None`` when not given (the document's ``training.report_to``)."""
+    if not values:
+        return None
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    if names == ["none"]:
+        return ()
+    if not names:
+        raise click.BadParameter("name a tracker, or none", ctx=ctx, param=param)
+    if "none" in names:
+        raise click.BadParameter(
+            "none turns every tracker off: give it alone", ctx=ctx, param=param
+        )
+    chosen: list[str] = []
+    for name in names:
+        if name not in TRACKERS:
+            hint = did_you_mean(name, TRACKERS)
+            raise click.BadParameter(
+                f"{name!r} is not a tracker: choose from {', '.join(TRACKERS)}, or none"
+                + (f" ({hint})" if hint else ""),
+                ctx=ctx,
+                param=param,
+            )
+        if name not in chosen:
+            chosen.append(name)
+    return tuple(chosen)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from dlm.cli.options import report_to as report_to_option
 from dlm.cli.output import console, err_console, json_option, print_json
 
 
@@ -40,6 +41,16 @@ from dlm.cli.output import console, err_console, json_option, print_json
     "machine_rank, main_process_ip/port); `default` reads the one `accelerate config` wrote. "
     "Run the same command on every machine.",
 )
+@click.option(
+    "--report-to",
+    "report_to",
+    multiple=True,
+    metavar="NAME",
+    callback=report_to_option,
+    help="Report the run to these experiment trackers (tensorboard, wandb, mlflow, trackio; "
+    "repeat it or separate with commas), instead of the document's training.report_to; "
+    "`none` reports to none.",
+)
 @json_option()
 def train(
     doc: Path,
@@ -49,6 +60,7 @@ def train(
     assume: str | None,
     processes: int | None,
     accelerate_config: str | None,
+    report_to: tuple[str, ...] | None,
     as_json: bool,
 ) -> None:
     """Train a LoRA adapter from DOC and commit it as the next adapter version."""
@@ -63,6 +75,7 @@ def train(
             assume=assume,
             processes=processes,
             accelerate_config=accelerate_config,
+            report_to=report_to,
         ),
         err_console,
     )
@@ -88,6 +101,8 @@ def train(
     console.print(f"  log      {result.log_path}")
     if result.plot_path:
         console.print(f"  loss     {result.plot_path}")
+    for name, folder in result.trackers.items():
+        console.print(f"  {name:<8} {folder or 'in its own store (see its settings)'}")
 
 
 def _as_json(doc: Path, result: Any) -> dict[str, Any]:
@@ -106,6 +121,7 @@ def _as_json(doc: Path, result: Any) -> dict[str, Any]:
         "training_run": str(run_path) if run_path is not None else None,
         "log": str(result.log_path) if committed else None,
         "loss_plot": str(result.plot_path) if result.plot_path else None,
+        "trackers": result.trackers,
         "steps": result.steps,
         "final_loss": result.final_loss,
         "seconds": result.seconds,

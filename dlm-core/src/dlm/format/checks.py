@@ -242,6 +242,12 @@ def number(low: float, high: float | None, *, low_open: bool, high_open: bool) -
     return Check(check, doc)
 
 
+def did_you_mean(value: str, options: Sequence[str]) -> str | None:
+    """A hint naming the option closest to a mistyped ``value``, if one is close."""
+    close = difflib.get_close_matches(value.lower(), options, n=1, cutoff=0.5)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
 def choice(options: Sequence[str], *, nullable: bool = False) -> Check:
     listed = ", ".join(options)
 
@@ -249,15 +255,41 @@ def choice(options: Sequence[str], *, nullable: bool = False) -> Check:
         if value is None and nullable:
             return None
         if not isinstance(value, str) or value not in options:
-            hint = None
-            if isinstance(value, str):
-                close = difflib.get_close_matches(value.lower(), options, n=1, cutoff=0.5)
-                hint = f"did you mean '{close[0]}'?" if close else None
+            hint = did_you_mean(value, options) if isinstance(value, str) else None
             suffix = " (or leave it out)" if nullable else ""
             ctx.fail(f"{ctx.name} must be one of: {listed}{suffix}; got {describe(value)}", hint)
         return str(value)
 
     return Check(check, ", ".join(f"`{option}`" for option in options))
+
+
+def choices(options: Sequence[str], *, off: str) -> Check:
+    """Any of ``options``: one name or a list of them (duplicates dropped, order kept).
+    ``off`` alone, an empty list or nothing choose none."""
+    listed = ", ".join(options)
+
+    def check(value: Any, ctx: Ctx) -> tuple[str, ...]:
+        if value is None or value == off:
+            return ()
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, Sequence) or isinstance(items, Mapping):
+            ctx.fail(f"{ctx.name} must be a name or a list of names, got {describe(value)}")
+        chosen: list[str] = []
+        for index, item in enumerate(items):
+            if isinstance(item, str) and item in options:
+                if item not in chosen:
+                    chosen.append(item)
+                continue
+            pos = ctx.pos if isinstance(value, str) else ctx.loc.item(items, index, ctx.pos)
+            where = ctx.name if isinstance(value, str) else f"{ctx.name}[{index}]"
+            raise ctx.loc.error(
+                pos,
+                f"{where} must be one of: {listed} (or '{off}'); got {describe(item)}",
+                did_you_mean(item, options) if isinstance(item, str) else None,
+            )
+        return tuple(chosen)
+
+    return Check(check, "name or list of: " + ", ".join(f"`{o}`" for o in options))
 
 
 def text(*, nullable: bool = False) -> Check:

@@ -23,6 +23,9 @@ DEFAULT_IMAGE_INCLUDE = ("**/*.png", "**/*.jpg", "**/*.jpeg", "**/*.webp", "**/*
 ADAPTERS = ("lora",)
 LR_SCHEDULERS = ("cosine", "linear", "constant")
 PRECISIONS = ("bf16", "fp16", "fp32")
+#: The experiment trackers ``training.report_to`` can name: accelerate's tracker
+#: names (dlm.engine.training.trackers says what each needs installed).
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
 _MAX_SEED = 2**32 - 1
 
 # ----------------------------------------------------------------- frontmatter
@@ -156,6 +159,17 @@ class TrainingSettings:
             "20 or more (none of a smaller one), `none` none; a whole number is a count of "
             "images, a number below 1 a fraction of them, a list names image paths. Every "
             "example about a held-out image is held out with it.",
+            flow=True,
+        ),
+    )
+    report_to: tuple[str, ...] = attrs.field(
+        default=(),
+        metadata=setting(
+            checks.choices(TRACKERS, off="none"),
+            "Experiment trackers the run reports its log to, as it trains (each an optional "
+            "extra: `pip install 'dlm-core[tensorboard]'`). `dlm train --report-to` overrides "
+            "it. See [Watching a run](cookbook.md#5-watching-a-run).",
+            doc_default="none",
             flow=True,
         ),
     )

@@ -326,6 +326,7 @@ def train_distributed(
     document: Path,
     allow_outside: bool,
     force: bool,
+    report_to: tuple[str, ...] | None,
     plan: TrainingPlan,
     topology: Topology,
     prepared: PreparedDocument,
@@ -351,6 +352,8 @@ def train_distributed(
                 "document": str(document),
                 "allow_outside": allow_outside,
                 "force": force,
+                # --report-to (null: the document's); only rank 0 reports
+                "report_to": list(report_to) if report_to is not None else None,
                 "blob_root": str(blob_root) if blob_root is not None else None,
                 "launcher_pid": os.getpid(),
                 "started_wall": time.time() - (time.monotonic() - started),

@@ -107,12 +107,15 @@ def run_rank(spec: dict[str, Any]) -> None:
     from dlm.engine.training.evaluation import held_out_of
     from dlm.engine.training.levers import choose_levers
     from dlm.engine.training.session import BaseAssets, SessionInputs, train
+    from dlm.engine.training.trackers import with_report_to
     from dlm.hardware.plan import lora_targets
 
     quiet_transformers()
     run_dir = Path(spec["run_dir"])
     plan = pickle.loads((run_dir / "plan.pickle").read_bytes())
     prepared = prepare_document(spec["document"], allow_outside=spec["allow_outside"])
+    report_to = spec.get("report_to")
+    prepared = with_report_to(prepared, tuple(report_to) if report_to is not None else None)
     settings = prepared.doc.frontmatter.training
     ranks = Ranks.from_environment(
         plan.strategy, find_unused=lora_targets(settings.target_modules)[1]

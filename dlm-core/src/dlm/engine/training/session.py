@@ -52,6 +52,7 @@ from dlm.engine.training.run_record import (
     utc_now,
     wall_clock_at,
 )
+from dlm.engine.training.trackers import RunTrackers
 from dlm.engine.training.train_result import TrainInterrupted, TrainResult, nothing_committed
 from dlm.errors import DlmError, TrainError
 from dlm.family import BoundBase
@@ -169,6 +170,8 @@ class TrainingSession:
     total_steps: int
     adapter_bytes: int  # what the commit writes, for a full disk's message
     previous: str | None  # the version current before this run
+    run_stamp: str  # names the run's log, plot and tracker folders
+    trackers: RunTrackers  # training.report_to's (none off the main process)
     features: Any = None  # VisionFeatures, when vision features are reused
     no_reuse: str | None = None  # why they are not, when the lever is on
     lengths: list[int] | None = None  # token lengths, when batches group by length
@@ -192,7 +195,9 @@ class TrainingSession:
         plan, levers = inputs.plan, inputs.levers
         settings = inputs.prepared.doc.frontmatter.training
         previous = current_version(inputs.prepared.paths)
-        accelerator = _accelerator(inputs, ranks)
+        run_stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        trackers = RunTrackers.for_run(inputs.prepared, run_stamp, console, main=ranks.main)
+        accelerator = _accelerator(inputs, ranks, trackers)
         model, adapter_bytes = _model_with_lora(inputs, console)
         model.train()
         ranks.reseed(settings.seed)
@@ -232,6 +237,8 @@ class TrainingSession:
             total_steps=total_steps,
             adapter_bytes=adapter_bytes,
             previous=previous,
+            run_stamp=run_stamp,
+            trackers=trackers,
             features=features,
             no_reuse=no_reuse,
             lengths=lengths,
@@ -249,10 +256,9 @@ class TrainingSession:
 
         paths, ranks = self.inputs.prepared.paths, self.ranks
         settings = self.inputs.prepared.doc.frontmatter.training
-        run_stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         if ranks.main:
             paths.logs.mkdir(parents=True, exist_ok=True)
-        outcome = RunOutcome(self.total_steps, paths.logs / f"train-{run_stamp}.jsonl")
+        outcome = RunOutcome(self.total_steps, paths.logs / f"train-{self.run_stamp}.jsonl")
         generator = torch.Generator().manual_seed(settings.seed)
         images = _ImageCache(self.inputs.assets.bound)
         try:
@@ -265,6 +271,7 @@ class TrainingSession:
             evaluator = self._evaluator(images)
             with (
                 log_file as log,
+                self.trackers.running(self.accelerator, self._hyperparameters()) as trackers,
                 TrainProgress(self.console, self.total_steps) as progress,
                 recompute,
             ):
@@ -276,12 +283,14 @@ class TrainingSession:
                         row = outcome.log_step(epoch, loss, examples, lr)
                         log.write(json.dumps(row) + "\n")
                         log.flush()
+                        trackers.log(row, row["step"])
                         progress.advance(loss, row["samples_per_s"])
                     if self.inputs.held_out:
                         score = evaluator.score(self.inputs.held_out)
                         row = outcome.log_held_out(epoch, score)
                         log.write(json.dumps(row) + "\n")
                         log.flush()
+                        trackers.log(row, row["step"])
                         progress.held_out(score.loss, score.exact_match)
                 outcome.verdict = self._verdict(outcome, evaluator)
         except KeyboardInterrupt:
@@ -419,21 +428,27 @@ class TrainingSession:
 
     # ------------------------------------------------------------- record
 
+    def _hyperparameters(self) -> dict[str, Any]:
+        """The document's training settings as trained (the record's, and the trackers')."""
+        prepared = self.inputs.prepared
+        settings = prepared.doc.frontmatter.training
+        targets: Any = settings.target_modules
+        if targets is None:
+            targets = prepared.family.lora_target_modules
+        return hyperparameters(settings, targets, self.inputs.budget.sequence_len)
+
     def record(self, outcome: RunOutcome) -> TrainingRun:
         """The run's ``training_run.json``."""
         inputs = self.inputs
         prepared, plan, levers = inputs.prepared, inputs.plan, inputs.levers
         base, settings = prepared.base, prepared.doc.frontmatter.training
-        targets: Any = settings.target_modules
-        if targets is None:
-            targets = prepared.family.lora_target_modules
         return TrainingRun(
             dlm_id=prepared.doc.frontmatter.dlm_id,
             document=str(prepared.doc.path),
             base=BaseIdentity.of(base),
             image_geometry=attrs.asdict(base.image),
             image_settings=inputs.assets.image_settings,
-            hyperparameters=hyperparameters(settings, targets, inputs.budget.sequence_len),
+            hyperparameters=self._hyperparameters(),
             plan=plan.to_dict(),
             force=inputs.force,
             world_size=self.accelerator.num_processes,
@@ -503,6 +518,7 @@ class TrainingSession:
             adapter_dir=adapter_dir,
             log_path=outcome.log_path,
             plot_path=outcome.plot_path,
+            trackers=self.trackers.where(),
         )
 
 
@@ -543,8 +559,9 @@ def _precision_dtype(precision: str) -> Any:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 
-def _accelerator(inputs: SessionInputs, ranks: Ranks) -> Any:
-    """Threads, seed and determinism for this run, then its accelerator (joined to the ranks)."""
+def _accelerator(inputs: SessionInputs, ranks: Ranks, trackers: RunTrackers) -> Any:
+    """Threads, seed and determinism for this run, then its accelerator (joined to the
+    ranks, and reporting to the run's trackers)."""
     import torch
     from accelerate import Accelerator
 
@@ -558,7 +575,10 @@ def _accelerator(inputs: SessionInputs, ranks: Ranks) -> Any:
         torch.use_deterministic_algorithms(True, warn_only=True)
     mixed = {"bf16": "bf16", "fp16": "fp16"}.get(plan.precision, "no")
     accelerator = Accelerator(
-        mixed_precision=mixed, cpu=plan.host.backend == "cpu", **ranks.accelerator_kwargs()
+        mixed_precision=mixed,
+        cpu=plan.host.backend == "cpu",
+        log_with=trackers.log_with(),
+        **ranks.accelerator_kwargs(),
     )
     ranks.bind(accelerator)
     return accelerator

@@ -26,6 +26,7 @@ from dlm.engine.training.evaluation import held_out_of
 from dlm.engine.training.levers import Levers, choose_levers
 from dlm.engine.training.run_record import utc_now
 from dlm.engine.training.session import MANIFEST_BYTES, BaseAssets, SessionInputs, train
+from dlm.engine.training.trackers import check_installed, with_report_to
 from dlm.engine.training.train_report import print_outcomes, print_plan
 from dlm.engine.training.train_result import TrainInterrupted, TrainResult
 from dlm.errors import TrainError
@@ -46,6 +47,7 @@ class TrainOptions:
     assume: str | None = None  # plan for an assumed host (see dlm doctor --assume)
     processes: int | None = None  # data-parallel processes on this host (--processes)
     accelerate_config: str | None = None  # a multi-machine run (--accelerate-config)
+    report_to: tuple[str, ...] | None = None  # --report-to (None: the document's report_to)
 
 
 def check_license(prepared: PreparedDocument, accept_license: bool) -> dict[str, Any] | None:
@@ -70,7 +72,10 @@ def check_license(prepared: PreparedDocument, accept_license: bool) -> dict[str,
 
 def run_training(doc_path: str | Path, options: TrainOptions, console: Console) -> TrainResult:
     started = time.monotonic()
-    prepared = prepare_document(doc_path, allow_outside=options.allow_outside)
+    prepared = with_report_to(
+        prepare_document(doc_path, allow_outside=options.allow_outside), options.report_to
+    )
+    check_installed(prepared.doc.frontmatter.training.report_to)
     acceptance = check_license(prepared, options.accept_license)
     examples = _examples_to_train(prepared, console)
     split = held_out_of(prepared, examples)
@@ -211,6 +216,7 @@ def _launch(
         document=Path(doc_path).resolve(),
         allow_outside=options.allow_outside,
         force=options.force,
+        report_to=options.report_to,
         plan=plan,
         topology=topology,
         prepared=prepared,

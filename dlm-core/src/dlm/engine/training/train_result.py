@@ -30,6 +30,8 @@ class TrainResult:
     adapter_dir: Path
     log_path: Path
     plot_path: Path | None
+    #: training.report_to's trackers, each with its folder under the store (None: its own)
+    trackers: dict[str, str | None] = attrs.field(factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """What rank 0 tells the launcher (``result.json``); the launcher adds the version."""
@@ -40,6 +42,7 @@ class TrainResult:
             "startup_seconds": self.startup_seconds,
             "log_path": str(self.log_path),
             "plot_path": str(self.plot_path) if self.plot_path else None,
+            "trackers": self.trackers,
         }
 
     @classmethod
@@ -54,6 +57,7 @@ class TrainResult:
             adapter_dir=adapter_dir,
             log_path=Path(summary["log_path"]),
             plot_path=Path(summary["plot_path"]) if summary.get("plot_path") else None,
+            trackers=dict(summary.get("trackers") or {}),
         )
 
     @classmethod
