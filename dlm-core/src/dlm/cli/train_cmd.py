@@ -51,6 +51,12 @@ from dlm.cli.output import console, err_console, json_option, print_json
     "repeat it or separate with commas), instead of the document's training.report_to; "
     "`none` reports to none.",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run from its last checkpoint (refused if the document, "
+    "base or settings changed since).",
+)
 @json_option()
 def train(
     doc: Path,
@@ -61,6 +67,7 @@ def train(
     processes: int | None,
     accelerate_config: str | None,
     report_to: tuple[str, ...] | None,
+    resume: bool,
     as_json: bool,
 ) -> None:
     """Train a LoRA adapter from DOC and commit it as the next adapter version."""
@@ -76,6 +83,7 @@ def train(
             processes=processes,
             accelerate_config=accelerate_config,
             report_to=report_to,
+            resume=resume,
         ),
         err_console,
     )

@@ -162,6 +162,15 @@ class TrainingSettings:
             flow=True,
         ),
     )
+    checkpoint_every: int = attrs.field(
+        default=50,
+        metadata=setting(
+            checks.positive_int,
+            "Optimizer steps between checkpoints of the run (also written every 10 minutes), "
+            "from which `dlm train --resume` continues an interrupted run (see [Resuming a "
+            "run](#resuming-a-run)).",
+        ),
+    )
     report_to: tuple[str, ...] = attrs.field(
         default=(),
         metadata=setting(

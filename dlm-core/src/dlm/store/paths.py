@@ -8,6 +8,7 @@ One store per document, keyed by its ``dlm_id`` (a ULID)::
         manifest.json             what the store holds, with hashes
         adapter/versions/vNNNN/   committed adapters (immutable)
         adapter/current.txt       the live version, e.g. ``v0002``
+        adapter/.checkpoint/      the last checkpoint of a run in progress (``--resume``)
         exports/<target>/         exported artefacts
         logs/
         lock                      held while a command writes the store
@@ -117,6 +118,11 @@ class StorePaths:
     @property
     def versions(self) -> Path:
         return self.adapter / "versions"
+
+    @property
+    def checkpoint(self) -> Path:
+        """The checkpoints of a run in progress (hidden: never a version)."""
+        return self.adapter / ".checkpoint"
 
     @property
     def current_file(self) -> Path:

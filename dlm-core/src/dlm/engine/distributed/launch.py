@@ -333,8 +333,11 @@ def train_distributed(
     blob_root: Path | None,
     started: float,
     console: Console,
+    resume: Path | None = None,
 ) -> TrainResult:
-    """Launch the ranks; on machine 0, commit rank 0's adapter (the caller holds the lock)."""
+    """Launch the ranks; on machine 0, commit rank 0's adapter (the caller holds the lock).
+    ``resume``: the checked checkpoint folder every rank continues from."""
+    from dlm.engine.training.checkpoint import Checkpoints, resume_hint
     from dlm.store.adapters import commit_adapter, current_version
 
     paths = prepared.paths
@@ -358,6 +361,7 @@ def train_distributed(
                 "launcher_pid": os.getpid(),
                 "started_wall": time.time() - (time.monotonic() - started),
                 "topology": topology.to_dict(),
+                "resume": str(resume) if resume is not None else None,
             },
         )
         console.print(
@@ -365,7 +369,17 @@ def train_distributed(
             + ("FSDP-sharded" if plan.strategy == "fsdp" else "data parallel (DDP)")
             + ("; rank 0 reports" if topology.main_machine else "")
         )
-        launch_ranks(topology, spec_path, run_id=run_id, kept=kept)
+        try:
+            launch_ranks(topology, spec_path, run_id=run_id, kept=kept)
+        except TrainError as exc:
+            resume_from = resume_hint(paths.checkpoint, document) if topology.main_machine else None
+            if resume_from:  # rank 0 checkpointed before the run stopped
+                exc.hint = (
+                    resume_from
+                    if isinstance(exc, TrainInterrupted)
+                    else (f"{exc.hint}; {resume_from}" if exc.hint else resume_from)
+                )
+            raise
         if not topology.main_machine:
             return TrainResult.elsewhere(seconds=time.monotonic() - started)
         result = _read_result(run_dir)
@@ -373,6 +387,7 @@ def train_distributed(
         with commit_adapter(paths, meta={"base": plan.base, "steps": result["steps"]}) as staging:
             for item in sorted(adapter.iterdir()):
                 shutil.copy2(item, staging / item.name)
+        Checkpoints(paths.checkpoint).clear()  # the run is committed: nothing to resume
     version = current_version(paths)
     assert version is not None
     return TrainResult.committed(result, version, paths.version_dir(version))

@@ -267,6 +267,22 @@ class Ranks:
             return value
         return self._sum(value) / self.world
 
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any rank (every rank gets the same answer)."""
+        if not self.distributed:
+            return flag
+        return self._sum(1.0 if flag else 0.0) > 0
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value``, in rank order (on every rank)."""
+        if not self.distributed:
+            return [value]
+        import torch.distributed as dist
+
+        seen: list[Any] = [None] * self.world
+        dist.all_gather_object(seen, value)
+        return seen
+
     def no_sync(self, accelerator: Any, model: Any) -> Any:
         """Accumulate without communicating (all but the last micro-batch of a step)."""
         if self.strategy == "fsdp" and self.distributed:

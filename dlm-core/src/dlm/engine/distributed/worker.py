@@ -104,6 +104,7 @@ def run_rank(spec: dict[str, Any]) -> None:
     from dlm.engine.document.examples import with_image_refs
     from dlm.engine.document.prepare import prepare_document
     from dlm.engine.quiet import quiet_transformers
+    from dlm.engine.training.checkpoint import Checkpoint
     from dlm.engine.training.evaluation import held_out_of
     from dlm.engine.training.levers import choose_levers
     from dlm.engine.training.session import BaseAssets, SessionInputs, train
@@ -137,6 +138,8 @@ def run_rank(spec: dict[str, Any]) -> None:
         levers=choose_levers(plan.host.backend),
         force=bool(spec["force"]),
         started=time.monotonic() - (time.time() - float(spec["started_wall"])),
+        # --resume: the launcher checked it against this run (every rank reads it)
+        resume=Checkpoint(Path(spec["resume"])) if spec.get("resume") else None,
     )
     result = train(inputs, console, ranks=ranks, output_dir=run_dir / "adapter")
     if ranks.main:

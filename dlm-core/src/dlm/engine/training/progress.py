@@ -16,7 +16,7 @@ from rich.progress import (
 
 
 class TrainProgress:
-    def __init__(self, console: Console, total_steps: int):
+    def __init__(self, console: Console, total_steps: int, done: int = 0):
         self._progress = Progress(
             TextColumn("[bold]training[/bold]"),
             BarColumn(),
@@ -31,7 +31,7 @@ class TrainProgress:
             transient=False,
         )
         self._task = self._progress.add_task(
-            "train", total=total_steps, loss="—", rate="—", held_out=""
+            "train", total=total_steps, completed=done, loss="—", rate="—", held_out=""
         )
 
     def __enter__(self) -> TrainProgress:

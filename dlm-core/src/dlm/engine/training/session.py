@@ -39,6 +39,15 @@ from rich.console import Console
 from dlm.engine.distributed.ranks import Ranks
 from dlm.engine.document.budget import Budget
 from dlm.engine.document.prepare import PreparedDocument
+from dlm.engine.training.checkpoint import (
+    CHECKPOINT_MINUTES,
+    Checkpoint,
+    Checkpoints,
+    resume_hint,
+    rng_state,
+    run_fingerprint,
+    set_rng_state,
+)
 from dlm.engine.training.levers import Levers
 from dlm.engine.training.run_record import (
     BaseIdentity,
@@ -104,6 +113,7 @@ class SessionInputs:
     force: bool  # recorded: the run went ahead despite the plan's overridable refusals
     started: float  # time.monotonic() when `dlm train` started (for startup_to_first_step_s)
     held_out: tuple[TrainingExample, ...] = ()  # scored each epoch, never trained on
+    resume: Checkpoint | None = None  # `--resume`: the checked checkpoint to continue from
 
 
 @attrs.define
@@ -121,6 +131,15 @@ class RunOutcome:
     plot_path: Path | None = None
     held_out: list[dict[str, Any]] = attrs.field(factory=list)  # one score per epoch
     verdict: Any = None  # evaluation.Verdict, once the run ended
+    checkpointed_at: float = attrs.field(factory=time.monotonic)  # or when the run began
+
+    def restore(self, meta: dict[str, Any], state: dict[str, Any]) -> None:
+        """Where a checkpoint left the run: its steps, its log rows, its held-out scores."""
+        self.steps, self.seen = int(state["steps"]), int(state["seen"])
+        self.rows = list(meta["rows"])
+        self.held_out = list(meta["held_out"])
+        losses = [row["loss"] for row in self.rows if "loss" in row]
+        self.final_loss = float(losses[-1]) if losses else float("nan")
 
     def log_held_out(self, epoch: int, score: Any) -> dict[str, Any]:
         """One epoch's held-out score; returns its ``train-*.jsonl`` row."""
@@ -261,6 +280,10 @@ class TrainingSession:
         outcome = RunOutcome(self.total_steps, paths.logs / f"train-{self.run_stamp}.jsonl")
         generator = torch.Generator().manual_seed(settings.seed)
         images = _ImageCache(self.inputs.assets.bound)
+        first_epoch, done_in_epoch, generators = 0, 0, None
+        if self.inputs.resume is not None:
+            first_epoch, done_in_epoch = self._restore(self.inputs.resume, outcome, generator)
+            generators = self.inputs.resume.rng(self.ranks.rank)
         try:
             log_file = outcome.log_path.open("w") if ranks.main else open(os.devnull, "w")  # noqa: SIM115
             recompute = (
@@ -272,11 +295,18 @@ class TrainingSession:
             with (
                 log_file as log,
                 self.trackers.running(self.accelerator, self._hyperparameters()) as trackers,
-                TrainProgress(self.console, self.total_steps) as progress,
+                TrainProgress(self.console, self.total_steps, done=outcome.steps) as progress,
                 recompute,
             ):
-                for epoch in range(settings.num_epochs):
-                    for group in self._optimizer_steps(generator):
+                for row in outcome.rows:  # a resumed run's log starts with the run so far
+                    log.write(json.dumps(row) + "\n")
+                if generators is not None:  # last: nothing set up above draws from them
+                    set_rng_state(generators)
+                for epoch in range(first_epoch, settings.num_epochs):
+                    epoch_order = generator.get_state()  # a checkpoint draws the epoch again
+                    for index, group in enumerate(self._optimizer_steps(generator)):
+                        if epoch == first_epoch and index < done_in_epoch:
+                            continue  # done before the checkpoint this run resumed from
                         loss = self._optimizer_step(group, images)
                         examples = sum(len(chunk) for chunk in group)
                         lr = self.scheduler.get_last_lr()[0]
@@ -285,6 +315,8 @@ class TrainingSession:
                         log.flush()
                         trackers.log(row, row["step"])
                         progress.advance(loss, row["samples_per_s"])
+                        if self._checkpoint_due(outcome):
+                            self._checkpoint(outcome, epoch, index + 1, epoch_order)
                     if self.inputs.held_out:
                         score = evaluator.score(self.inputs.held_out)
                         row = outcome.log_held_out(epoch, score)
@@ -297,7 +329,8 @@ class TrainingSession:
             raise TrainInterrupted(
                 f"interrupted at step {outcome.steps}/{self.total_steps}; nothing was committed, "
                 f"{nothing_committed(self.previous)}",
-                hint="run `dlm train` again to start over",
+                hint=self._resume_hint()
+                or "no checkpoint was written yet: run `dlm train` again to start over",
             ) from None
         except DlmError:
             raise
@@ -305,6 +338,92 @@ class TrainingSession:
             raise self._failure(exc, outcome) from exc
         outcome.plot_path = self._plot(outcome)
         return outcome
+
+    # ------------------------------------------------------------- checkpoints
+
+    def _checkpoint_due(self, outcome: RunOutcome) -> bool:
+        """Every ``checkpoint_every`` steps, or after CHECKPOINT_MINUTES; never at the
+        last step (the commit follows), nor in an FSDP run (see _checkpoint)."""
+        if outcome.steps >= self.total_steps or self.ranks.strategy == "fsdp":
+            return False
+        every = self.inputs.prepared.doc.frontmatter.training.checkpoint_every
+        late = time.monotonic() - outcome.checkpointed_at >= CHECKPOINT_MINUTES * 60
+        # every rank takes part in a checkpoint: they agree on the clock's say too
+        return outcome.steps % every == 0 or self.ranks.any(late)
+
+    def _fingerprint(self) -> dict[str, Any]:
+        inputs = self.inputs
+        settings = inputs.prepared.doc.frontmatter.training
+        return run_fingerprint(
+            inputs.examples, inputs.held_out, inputs.prepared.base, settings, inputs.plan
+        )
+
+    def _trainable_named(self) -> dict[str, Any]:
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        return {n: p for n, p in unwrapped.named_parameters() if p.requires_grad}
+
+    def _checkpoint(
+        self, outcome: RunOutcome, epoch: int, done_in_epoch: int, epoch_order: Any
+    ) -> None:
+        """Save what the rest of the run depends on (see :mod:`.checkpoint`).
+
+        DDP: the weights, optimizer and schedule are the same on every rank, so
+        rank 0's are saved; each rank's random generators are gathered to it.
+        FSDP runs write none: their weights and optimizer state are sharded.
+        """
+        generators = self.ranks.gather(rng_state())
+        if not self.ranks.main:
+            return
+        paths = self.inputs.prepared.paths
+        state = {
+            "weights": {
+                n: p.detach().to("cpu").clone() for n, p in self._trainable_named().items()
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "data_order": epoch_order,
+            "epoch": epoch,
+            "done_in_epoch": done_in_epoch,
+            "steps": outcome.steps,
+            "seen": outcome.seen,
+        }
+        meta = {
+            "fingerprint": self._fingerprint(),
+            "steps": outcome.steps,
+            "total_steps": self.total_steps,
+            "epoch": epoch + 1,
+            "rows": outcome.rows,
+            "held_out": outcome.held_out,
+            "written_at": utc_now(),
+        }
+        with disk_step("writing a checkpoint", paths.checkpoint, self.adapter_bytes * 3):
+            Checkpoints(paths.checkpoint).write(outcome.steps, meta, state, generators)
+        outcome.checkpointed_at = time.monotonic()
+
+    def _restore(
+        self, checkpoint: Checkpoint, outcome: RunOutcome, generator: Any
+    ) -> tuple[int, int]:
+        """Continue where ``checkpoint`` left off: weights, optimizer, schedule, random
+        generators, data order and the log so far; returns (epoch, its steps done)."""
+        import torch
+
+        state = checkpoint.state()
+        with torch.no_grad():
+            for name, param in self._trainable_named().items():
+                param.copy_(state["weights"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["data_order"])
+        outcome.restore(checkpoint.meta, state)
+        self.console.print(
+            f"  resuming from step {outcome.steps}/{self.total_steps} (epoch "
+            f"{int(state['epoch']) + 1}), checkpoint of {checkpoint.meta['written_at']}"
+        )
+        return int(state["epoch"]), int(state["done_in_epoch"])
+
+    def _resume_hint(self) -> str | None:
+        doc = self.inputs.prepared.doc
+        return resume_hint(self.inputs.prepared.paths.checkpoint, doc.path or doc.display_path)
 
     def _evaluator(self, images: _ImageCache) -> Any:
         """Scores examples on this run's model, every rank in step (see evaluation)."""
@@ -410,9 +529,10 @@ class TrainingSession:
                 # the rest of the log, then the adapter
                 needed=(self.total_steps - outcome.steps) * LOG_ROW_BYTES + self.adapter_bytes,
             )
+        resume = self._resume_hint()
         return TrainError(
             f"training failed at step {outcome.steps}: {type(exc).__name__}: {exc}; {kept}",
-            hint="re-run with --verbose for the traceback",
+            hint="re-run with --verbose for the traceback" + (f"; {resume}" if resume else ""),
         )
 
     def _plot(self, outcome: RunOutcome) -> Path | None:
@@ -494,6 +614,7 @@ class TrainingSession:
             ) as staging,
         ):
             write_adapter(staging, unwrapped, state, record)
+        Checkpoints(paths.checkpoint).clear()  # the run is committed: nothing to resume
         committed = current_version(paths)
         assert committed is not None
         return self._result(outcome, committed, paths.version_dir(committed))

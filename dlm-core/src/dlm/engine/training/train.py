@@ -22,6 +22,12 @@ from dlm.engine.document.budget import Budget, check_budget
 from dlm.engine.document.examples import with_image_refs
 from dlm.engine.document.ingest import store_images
 from dlm.engine.document.prepare import PreparedDocument, prepare_document
+from dlm.engine.training.checkpoint import (
+    Checkpoint,
+    Checkpoints,
+    checkpoint_to_resume,
+    run_fingerprint,
+)
 from dlm.engine.training.evaluation import held_out_of
 from dlm.engine.training.levers import Levers, choose_levers
 from dlm.engine.training.run_record import utc_now
@@ -48,6 +54,7 @@ class TrainOptions:
     processes: int | None = None  # data-parallel processes on this host (--processes)
     accelerate_config: str | None = None  # a multi-machine run (--accelerate-config)
     report_to: tuple[str, ...] | None = None  # --report-to (None: the document's report_to)
+    resume: bool = False  # --resume: continue from the interrupted run's checkpoint
 
 
 def check_license(prepared: PreparedDocument, accept_license: bool) -> dict[str, Any] | None:
@@ -103,15 +110,21 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
     print_plan(plan, budget, console)
     console.print(f"  speed: {levers.describe()}")
 
+    if options.resume and topology.machines > 1:
+        raise TrainError(
+            "--resume continues runs on one machine; a run across machines starts over",
+            hint=f"run `dlm train {doc_path} --accelerate-config FILE` without --resume",
+        )
     if not topology.main_machine:
         # Another machine's share of the run: machine 0 holds the lock and commits.
         return _launch(doc_path, options, prepared, plan, topology, None, started, console)
     paths = prepared.paths
     with StoreLock(paths.lock_file, command="dlm train"):
+        resume = _checkpoint_to_resume(doc_path, options, prepared, split, plan, topology, console)
         refs = _store_images(doc_path, prepared, acceptance)
         if topology.distributed:
             return _launch(
-                doc_path, options, prepared, plan, topology, paths.blobs, started, console
+                doc_path, options, prepared, plan, topology, paths.blobs, started, console, resume
             )
         inputs = SessionInputs(
             prepared=prepared,
@@ -123,8 +136,41 @@ def run_training(doc_path: str | Path, options: TrainOptions, console: Console) 
             levers=levers,
             force=options.force,
             started=started,
+            resume=resume,
         )
         return train(inputs, console)
+
+
+def _checkpoint_to_resume(
+    doc_path: str | Path,
+    options: TrainOptions,
+    prepared: PreparedDocument,
+    split: Any,
+    plan: TrainingPlan,
+    topology: Topology,
+    console: Console,
+) -> Checkpoint | None:
+    """``--resume``: the interrupted run's checkpoint, checked against this run.
+    Without it, a checkpoint left by an interrupted run is discarded: this run
+    starts over."""
+    checkpoints = Checkpoints(prepared.paths.checkpoint)
+    if not options.resume:
+        dropped = checkpoints.clear()
+        if dropped is not None:
+            console.print(
+                f"  note: starting over; the interrupted run's checkpoint (step {dropped.steps}) "
+                "was discarded (`dlm train --resume` continues one)"
+            )
+        return None
+    if plan.strategy == "fsdp":
+        raise TrainError(
+            "--resume cannot continue an FSDP-sharded run: its weights and optimizer state "
+            "are sharded across the processes, and dlm does not checkpoint them yet",
+            hint=f"run `dlm train {doc_path}` without --resume to start over",
+        )
+    settings = prepared.doc.frontmatter.training
+    fingerprint = run_fingerprint(split.train, split.held_out, prepared.base, settings, plan)
+    return checkpoint_to_resume(prepared.paths.checkpoint, doc_path, fingerprint)
 
 
 def _examples_to_train(prepared: PreparedDocument, console: Console) -> tuple[TrainingExample, ...]:
@@ -209,6 +255,7 @@ def _launch(
     blob_root: Path | None,
     started: float,
     console: Console,
+    resume: Checkpoint | None = None,
 ) -> TrainResult:
     from dlm.engine.distributed.launch import train_distributed
 
@@ -223,6 +270,7 @@ def _launch(
         blob_root=blob_root,
         started=started,
         console=console,
+        resume=resume.folder if resume is not None else None,
     )
 
 
