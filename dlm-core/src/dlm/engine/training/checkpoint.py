@@ -229,12 +229,13 @@ class Checkpoints:
                 shutil.rmtree(other, ignore_errors=True)
         return Checkpoint(final)
 
-    def clear(self) -> Checkpoint | None:
-        """Remove every checkpoint; returns the latest one there was (gone now)."""
+    def clear(self) -> int | None:
+        """Remove every checkpoint; returns the step of the latest one there was."""
         latest = self.latest()
+        steps = latest.steps if latest is not None else None
         if self.folder.exists():
             shutil.rmtree(self.folder, ignore_errors=True)
-        return latest
+        return steps
 
 
 def resume_hint(folder: Path, doc: Any) -> str | None:

@@ -158,7 +158,7 @@ def _checkpoint_to_resume(
         dropped = checkpoints.clear()
         if dropped is not None:
             console.print(
-                f"  note: starting over; the interrupted run's checkpoint (step {dropped.steps}) "
+                f"  note: starting over; the interrupted run's checkpoint (step {dropped}) "
                 "was discarded (`dlm train --resume` continues one)"
             )
         return None
