@@ -191,3 +191,15 @@ def test_two_processes_killed_and_resumed_commit_the_uninterrupted_adapter(
     assert uninterrupted.returncode == 0, uninterrupted.stderr
     _assert_same_adapter(doc, "v0001", "v0002")
     assert _losses(_log_of(resumed)) == _losses(_log_of(uninterrupted))
+
+
+def test_an_fsdp_run_cannot_be_resumed_and_says_why(tmp_path: Path) -> None:
+    from tests.distributed.test_train_processes import FSDP_CONFIG
+
+    doc, _rows = write_recall_document(tmp_path, BASE, training=TRAINING)
+    config = tmp_path / "fsdp.yaml"
+    config.write_text(FSDP_CONFIG)
+    refused = run_dlm("train", doc, "--resume", "--accelerate-config", config)
+    err = " ".join(clean_error(refused, 1, "train").split())
+    assert "--resume cannot continue an FSDP-sharded run" in err
+    assert "sharded across the processes" in err
