@@ -29,10 +29,11 @@ TRAINING = {"num_epochs": 10, "checkpoint_every": 4}
 
 
 def _stopped_at_checkpoint(
-    doc: Path, step: int, sig: int, *args: str
+    doc: Path, step: int, sig: int, *args: str, rank: int | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`dlm train DOC ARGS` stopped with ``sig`` just after its checkpoint of ``step``;
-    returned once its processes (ranks included) are gone."""
+    """`dlm train DOC ARGS` stopped with ``sig`` (sent to the command, or to its rank
+    ``rank``) just after its checkpoint of ``step``; returned once its processes
+    (ranks included) are gone."""
     import psutil
 
     marker = doc.parent / f"paused-{step}"
@@ -54,7 +55,12 @@ def _stopped_at_checkpoint(
     try:
         wait_for(marker.exists)
         children = psutil.Process(proc.pid).children(recursive=True)
-        proc.send_signal(sig)
+        if rank is None:
+            proc.send_signal(sig)
+        else:
+            ranks = [c for c in children if c.environ().get("RANK") == str(rank)]
+            assert len(ranks) == 1, ranks
+            ranks[0].send_signal(sig)
         out, err = proc.communicate(timeout=120)
         # a rank whose launcher was killed exits by itself
         _gone, alive = psutil.wait_procs(children, timeout=60)
@@ -169,9 +175,16 @@ def test_two_processes_killed_and_resumed_commit_the_uninterrupted_adapter(
     tmp_path: Path,
 ) -> None:
     doc, _rows = write_recall_document(tmp_path, BASE, training=TRAINING)
-    # The launcher is killed (-9) while rank 0 sits just after its checkpoint of step 8;
-    # the ranks see their launcher gone and exit.
-    killed = _stopped_at_checkpoint(doc, 8, signal.SIGKILL, "--processes", "2")
+    # A dead rank (rank 1, killed -9) after rank 0's checkpoint of step 4: the run
+    # ends naming it, and the way to continue.
+    dead_rank = _stopped_at_checkpoint(doc, 4, signal.SIGKILL, "--processes", "2", rank=1)
+    assert dead_rank.returncode == 1
+    err = " ".join(dead_rank.stderr.split())
+    assert "was killed by SIGKILL" in err
+    assert f"`dlm train {doc} --resume` continues from step 4" in err
+    # Resumed, then the launcher is killed (-9) while rank 0 sits just after its
+    # checkpoint of step 8; the ranks see their launcher gone and exit.
+    killed = _stopped_at_checkpoint(doc, 8, signal.SIGKILL, "--resume", "--processes", "2")
     assert killed.returncode == -signal.SIGKILL
     checkpoint = store_of(doc) / "adapter" / ".checkpoint"
     assert sorted(p.name for p in (checkpoint / "step-000008").iterdir()) == [
