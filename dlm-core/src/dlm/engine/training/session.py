@@ -125,6 +125,7 @@ class RunOutcome:
     loop_started: float = attrs.field(factory=time.monotonic)
     steps: int = 0
     seen: int = 0  # examples trained on, over every epoch
+    seen_before: int = 0  # of those, before the checkpoint a resumed run began from
     final_loss: float = float("nan")
     first_step_at: float | None = None
     rows: list[dict[str, Any]] = attrs.field(factory=list)
@@ -136,6 +137,7 @@ class RunOutcome:
     def restore(self, meta: dict[str, Any], state: dict[str, Any]) -> None:
         """Where a checkpoint left the run: its steps, its log rows, its held-out scores."""
         self.steps, self.seen = int(state["steps"]), int(state["seen"])
+        self.seen_before = self.seen
         self.rows = list(meta["rows"])
         self.held_out = list(meta["held_out"])
         losses = [row["loss"] for row in self.rows if "loss" in row]
@@ -164,7 +166,9 @@ class RunOutcome:
             "loss": round(loss, 6),
             "lr": lr,
             "samples": self.seen,
-            "samples_per_s": round(self.seen / elapsed, 3) if elapsed > 0 else None,
+            "samples_per_s": round((self.seen - self.seen_before) / elapsed, 3)
+            if elapsed > 0
+            else None,
             "elapsed_s": round(elapsed, 3),
         }
         self.rows.append(row)
@@ -300,6 +304,7 @@ class TrainingSession:
             ):
                 for row in outcome.rows:  # a resumed run's log starts with the run so far
                     log.write(json.dumps(row) + "\n")
+                    trackers.log(row, row["step"])
                 if generators is not None:  # last: nothing set up above draws from them
                     set_rng_state(generators)
                 for epoch in range(first_epoch, settings.num_epochs):
