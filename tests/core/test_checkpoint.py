@@ -114,3 +114,32 @@ def test_random_generators_come_back_as_they_were() -> None:
     drawn = (random.random(), float(np.random.rand()), float(torch.rand(1)))
     set_rng_state(saved)
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == drawn
+
+
+def test_a_checkpoint_is_due_every_n_steps_or_after_ten_minutes() -> None:
+    import time
+    from types import SimpleNamespace
+
+    from dlm.engine.distributed.ranks import Ranks
+    from dlm.engine.training.checkpoint import CHECKPOINT_MINUTES
+    from dlm.engine.training.session import RunOutcome, TrainingSession
+
+    settings = SimpleNamespace(checkpoint_every=4)
+    inputs = SimpleNamespace(
+        prepared=SimpleNamespace(
+            doc=SimpleNamespace(frontmatter=SimpleNamespace(training=settings))
+        )
+    )
+    session = SimpleNamespace(inputs=inputs, ranks=Ranks.single(), total_steps=20)
+
+    def due(steps: int, minutes_ago: float = 0.0, **changes: object) -> bool:
+        outcome = RunOutcome(20, Path("log.jsonl"), steps=steps)
+        outcome.checkpointed_at = time.monotonic() - minutes_ago * 60
+        return TrainingSession._checkpoint_due(
+            SimpleNamespace(**{**vars(session), **changes}), outcome
+        )  # type: ignore[arg-type]
+
+    assert due(8) and not due(9)
+    assert due(9, minutes_ago=CHECKPOINT_MINUTES + 0.1)
+    assert not due(20), "the last step commits instead"
+    assert not due(8, ranks=Ranks(world=2, strategy="fsdp")), "FSDP runs write none"

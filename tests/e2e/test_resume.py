@@ -159,16 +159,24 @@ def test_a_fresh_run_discards_the_checkpoint_saying_so(tmp_path: Path) -> None:
     assert not (store_of(doc) / "adapter" / ".checkpoint").exists()
 
 
-def test_dropout_resumes_bit_identically(tmp_path: Path) -> None:
-    """Dropout draws from torch's generator every step: it is restored too."""
-    doc, _rows = write_recall_document(
-        tmp_path, BASE, training={**TRAINING, "num_epochs": 4, "lora_dropout": 0.1}
-    )
-    killed = _stopped_at_checkpoint(doc, 4, signal.SIGKILL)
+def test_dropout_and_a_held_out_check_resume_bit_identically(tmp_path: Path) -> None:
+    """Dropout draws from torch's generator every step: it is restored too. One image
+    held out: 6 examples, 2 steps an epoch; the checkpoint of step 3 is mid-epoch, and
+    the held-out scores of the epochs before and after it come out the same."""
+    training = {**TRAINING, "num_epochs": 4, "lora_dropout": 0.1, "held_out": 1}
+    doc, _rows = write_recall_document(tmp_path, BASE, training={**training, "checkpoint_every": 3})
+    killed = _stopped_at_checkpoint(doc, 3, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     assert run_dlm("train", doc, "--resume").returncode == 0
     assert run_dlm("train", doc).returncode == 0
     _assert_same_adapter(doc, "v0001", "v0002")
+    runs = [
+        json.loads((store_of(doc) / "adapter" / "versions" / v / "training_run.json").read_text())
+        for v in ("v0001", "v0002")
+    ]
+    scores = [run["held_out"]["scores"] for run in runs]
+    assert len(scores[0]) == 4 and scores[0] == scores[1]
+    assert runs[0]["verdict"] == runs[1]["verdict"]
 
 
 def test_two_processes_killed_and_resumed_commit_the_uninterrupted_adapter(
