@@ -143,3 +143,27 @@ def test_a_checkpoint_is_due_every_n_steps_or_after_ten_minutes() -> None:
     assert due(9, minutes_ago=CHECKPOINT_MINUTES + 0.1)
     assert not due(20), "the last step commits instead"
     assert not due(8, ranks=Ranks(world=2, strategy="fsdp")), "FSDP runs write none"
+
+
+def test_a_failed_run_says_how_to_continue_once_it_checkpointed(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from dlm.engine.training.session import TrainingSession
+    from dlm.errors import DiskFullError
+
+    folder = tmp_path / ".checkpoint"
+    prepared = SimpleNamespace(
+        paths=SimpleNamespace(checkpoint=folder), doc=SimpleNamespace(path="notes.dlm")
+    )
+    session = SimpleNamespace(inputs=SimpleNamespace(prepared=prepared))
+    session._resume_hint = lambda: TrainingSession._resume_hint(session)  # type: ignore[arg-type]
+
+    def failed() -> str | None:
+        error = DiskFullError("no space left on device", hint="free space, then re-run")
+        return TrainingSession._with_resume(session, error).hint  # type: ignore[arg-type]
+
+    assert failed() == "free space, then re-run"  # no checkpoint yet: nothing to continue
+    _write(folder, 4)
+    assert failed() == (
+        "free space, then re-run; then `dlm train notes.dlm --resume` continues from step 4"
+    )

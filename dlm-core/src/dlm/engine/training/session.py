@@ -337,10 +337,11 @@ class TrainingSession:
                 hint=self._resume_hint()
                 or "no checkpoint was written yet: run `dlm train` again to start over",
             ) from None
-        except DlmError:
+        except DlmError as exc:
+            self._with_resume(exc)
             raise
         except Exception as exc:
-            raise self._failure(exc, outcome) from exc
+            raise self._with_resume(self._failure(exc, outcome)) from exc
         outcome.plot_path = self._plot(outcome)
         return outcome
 
@@ -425,6 +426,13 @@ class TrainingSession:
             f"{int(state['epoch']) + 1}), checkpoint of {checkpoint.meta['written_at']}"
         )
         return int(state["epoch"]), int(state["done_in_epoch"])
+
+    def _with_resume(self, error: DlmError) -> DlmError:
+        """A failed run's error, ending with how to continue it (a full disk, a crash)."""
+        resume = self._resume_hint()
+        if resume and resume not in (error.hint or ""):
+            error.hint = f"{error.hint}; then {resume}" if error.hint else resume
+        return error
 
     def _resume_hint(self) -> str | None:
         doc = self.inputs.prepared.doc
@@ -534,10 +542,9 @@ class TrainingSession:
                 # the rest of the log, then the adapter
                 needed=(self.total_steps - outcome.steps) * LOG_ROW_BYTES + self.adapter_bytes,
             )
-        resume = self._resume_hint()
         return TrainError(
             f"training failed at step {outcome.steps}: {type(exc).__name__}: {exc}; {kept}",
-            hint="re-run with --verbose for the traceback" + (f"; {resume}" if resume else ""),
+            hint="re-run with --verbose for the traceback",
         )
 
     def _plot(self, outcome: RunOutcome) -> Path | None:
