@@ -236,6 +236,25 @@ class Ranks:
             return model
         return accelerator.unwrap_model(model)
 
+    @contextlib.contextmanager
+    def whole_model(self, model: Any) -> Iterator[None]:
+        """FSDP: the root's own parameters gathered whole while generating.
+
+        ``generate`` calls the wrapped model's inner forward, not the root's,
+        so the root's hooks never gather its parameters (the vision tower's,
+        the embeddings'); the decoder layers gather their own as they run.
+        Every rank enters in step (the gather is a collective). Nothing to
+        do otherwise.
+        """
+        if self.strategy != "fsdp" or not self.distributed:
+            yield
+            return
+        model.unshard()
+        try:
+            yield
+        finally:
+            model.reshard()
+
     # ------------------------------------------------------------ the loop
 
     def global_micro_batch(self, micro: int) -> int:

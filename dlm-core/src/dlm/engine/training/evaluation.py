@@ -204,6 +204,7 @@ class Evaluator:
         device: Any,
         micro_batch: int,
         autocast: Any = None,
+        whole_model: Any = None,
     ) -> None:
         self.model = model
         self.bound = bound
@@ -211,6 +212,8 @@ class Evaluator:
         self.device = device
         self.micro_batch = max(1, micro_batch)
         self.autocast = autocast or nullcontext
+        # FSDP: gathers the root's parameters around generate (Ranks.whole_model)
+        self.whole_model = whole_model or (lambda _model: nullcontext())
 
     def score(self, examples: Sequence[TrainingExample], *, answers: bool = True) -> Score:
         import torch
@@ -252,14 +255,15 @@ class Evaluator:
         from dlm.engine.prompting import answer
 
         completion_tokens = len(self.bound.tokenizer(example.completion)["input_ids"])
-        return answer(
-            self.model,
-            self.bound,
-            self.images.get(example),
-            example.prompt,
-            example.system_prompt,
-            max_tokens=completion_tokens + 8,
-        )
+        with self.whole_model(self.model):
+            return answer(
+                self.model,
+                self.bound,
+                self.images.get(example),
+                example.prompt,
+                example.system_prompt,
+                max_tokens=completion_tokens + 8,
+            )
 
 
 def recall_probes(examples: Sequence[TrainingExample], seed: int) -> list[TrainingExample]:

@@ -449,6 +449,7 @@ class TrainingSession:
             device=self.accelerator.device,
             micro_batch=self.inputs.plan.micro_batch,
             autocast=self.accelerator.autocast,
+            whole_model=self.ranks.whole_model,
         )
 
     def _verdict(self, outcome: RunOutcome, evaluator: Any) -> Any:
