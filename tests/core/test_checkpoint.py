@@ -47,6 +47,19 @@ def test_only_the_latest_complete_checkpoint_is_kept(tmp_path: Path) -> None:
     assert not folder.exists()
 
 
+@pytest.mark.parametrize("file", ["state.pt", "rng-rank0.pt", "checkpoint.json"])
+def test_a_changed_checkpoint_is_never_resumed_from(tmp_path: Path, file: str) -> None:
+    folder = tmp_path / ".checkpoint"
+    _write(folder, 4)
+    checkpoint_to_resume(folder, "d.dlm", {"a": 1})  # as written: accepted
+    path = folder / "step-000004" / file
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(TrainError, match=rf"changed after it was written \({file}\)"):
+        checkpoint_to_resume(folder, "d.dlm", {"a": 1})
+
+
 def test_a_writer_killed_mid_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
     folder = tmp_path / ".checkpoint"
     marker = tmp_path / "marker"

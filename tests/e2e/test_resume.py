@@ -114,7 +114,7 @@ def test_interrupted_then_resumed_run_commits_the_uninterrupted_adapter(tmp_path
     # Resumed, then killed (-9) just after the checkpoint of step 8.
     killed = _stopped_at_checkpoint(doc, 8, signal.SIGKILL, "--resume")
     assert killed.returncode == -signal.SIGKILL
-    assert (checkpoint / "latest.txt").read_text().strip() == "step-000008"
+    assert (checkpoint / "latest.txt").read_text().split()[0] == "step-000008"
     assert not (store / "adapter" / "current.txt").exists()
     assert run_dlm("verify", doc).returncode == 0, "a checkpoint is no store damage"
 

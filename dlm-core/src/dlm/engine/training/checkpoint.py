@@ -17,7 +17,11 @@ Layout, in the store's hidden ``adapter/.checkpoint/`` (no version, so
         checkpoint.json     the fingerprint, where the run stood, its log rows
         state.pt            weights, optimizer, schedule, data order (tensors only)
         rng-rank0.pt        each process's random generators
-      latest.txt            names the complete one: "step-000012"
+      latest.txt            names the complete one and its checkpoint.json's sha256
+
+Tamper-evident: ``checkpoint.json`` holds the sha256 of every other file
+and ``latest.txt`` the sha256 of ``checkpoint.json``; ``--resume`` checks
+them all before it loads anything (:meth:`Checkpoint.verify`).
 
 Crash-safe: a new checkpoint is written into a temporary folder, synced,
 renamed into place, and only then named in ``latest.txt`` (an atomic
@@ -152,6 +156,32 @@ class Checkpoint:
     """One complete checkpoint on disk."""
 
     folder: Path
+    #: ``checkpoint.json``'s sha256 as ``latest.txt`` recorded it (``None``: not recorded).
+    meta_sha256: str | None = None
+
+    def verify(self) -> None:
+        """Refuse a checkpoint whose files changed after they were written: its
+        ``checkpoint.json`` against ``latest.txt``, every other file against the
+        hashes ``checkpoint.json`` holds. A resumed run never loads tampered state."""
+        from dlm.store.blobs import hash_file
+
+        changed = []
+        if self.meta_sha256 is None or hash_file(self.folder / META_FILE) != self.meta_sha256:
+            changed.append(META_FILE)
+        else:
+            for name, digest in (self.meta.get("files") or {}).items():
+                path = self.folder / name
+                if "/" in name or not path.is_file() or hash_file(path) != digest:
+                    changed.append(name)
+            if not self.meta.get("files"):
+                changed.append(STATE_FILE)
+        if changed:
+            raise TrainError(
+                f"the checkpoint at {self.folder.name} changed after it was written "
+                f"({', '.join(changed)}); dlm will not resume from it",
+                hint="run `dlm train DOC` without --resume to start over "
+                "(the checkpoint is then discarded)",
+            )
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -188,10 +218,10 @@ class Checkpoints:
     def latest(self) -> Checkpoint | None:
         """The last complete checkpoint, if any (a broken one reads as none)."""
         try:
-            name = (self.folder / LATEST_FILE).read_text().strip()
+            name, _, digest = (self.folder / LATEST_FILE).read_text().strip().partition(" ")
         except OSError:
             return None
-        found = Checkpoint(self.folder / name)
+        found = Checkpoint(self.folder / name, digest or None)
         if not name.startswith(_STEP_PREFIX) or not (found.folder / META_FILE).is_file():
             return None
         return found
@@ -211,10 +241,14 @@ class Checkpoints:
         tmp = self.folder / f"{TEMP_PREFIX}{os.getpid()}-{name}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+        from dlm.store.blobs import hash_file
+
         torch.save(state, tmp / STATE_FILE)
         for rank, generators in enumerate(rng):
             torch.save(generators, tmp / f"rng-rank{rank}.pt")
-        (tmp / META_FILE).write_text(json.dumps(meta))
+        files = {p.name: hash_file(p) for p in sorted(tmp.iterdir())}
+        (tmp / META_FILE).write_text(json.dumps({**meta, "files": files}))
+        meta_sha256 = hash_file(tmp / META_FILE)
         fsync_tree(tmp, modes=False)
         pause_point(f"checkpoint-staged-{steps}")  # crash tests: killed mid-write
         final = self.folder / name
@@ -222,12 +256,12 @@ class Checkpoints:
             shutil.rmtree(final)
         os.rename(tmp, final)
         fsync_dir(self.folder)
-        atomic_write_text(self.folder / LATEST_FILE, name + "\n")
+        atomic_write_text(self.folder / LATEST_FILE, f"{name} {meta_sha256}\n")
         pause_point(f"checkpoint-{steps}")  # crash tests: killed right after a checkpoint
         for other in self.folder.iterdir():  # older checkpoints, a dead writer's leftovers
             if other.name not in (name, LATEST_FILE) and other.is_dir():
                 shutil.rmtree(other, ignore_errors=True)
-        return Checkpoint(final)
+        return Checkpoint(final, meta_sha256)
 
     def clear(self) -> int | None:
         """Remove every checkpoint; returns the step of the latest one there was."""
@@ -255,6 +289,7 @@ def checkpoint_to_resume(folder: Path, doc: Any, fingerprint: dict[str, Any]) ->
             f"nothing to resume: {doc} has no checkpoint of an interrupted run",
             hint=f"run `dlm train {doc}` without --resume to train from the start",
         )
+    latest.verify()
     changed = differences(latest.meta["fingerprint"], fingerprint)
     if changed:
         raise TrainError(
