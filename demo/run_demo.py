@@ -16,7 +16,7 @@ from pathlib import Path
 import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from figures import RECALL_TRAINING, recall_body, write_figures
+from figures import recall_body, write_figures
 
 from dlm.format import parse_file, render_new_document
 
@@ -46,11 +46,10 @@ def main() -> None:
     dlm("init", "diagrams.dlm", "--base", BASE)
     rows = write_figures(OUT / "figures")
     doc = parse_file(OUT / "diagrams.dlm")
-    training = attrs.evolve(doc.frontmatter.training, **RECALL_TRAINING)
+    # trained with the settings `dlm init` wrote: the base's recommended ones
     frontmatter = attrs.evolve(
         doc.frontmatter,
         system_prompt="You answer questions about the figures of our retrieval paper.",
-        training=training,
     )
     (OUT / "diagrams.dlm").write_text(
         render_new_document(frontmatter, recall_body("figures", rows))
