@@ -72,7 +72,11 @@ def real_base_on_cpu(tmp_path: Path, env: dict[str, str]) -> str:
 
 
 def sequence_too_short(tmp_path: Path, env: dict[str, str]) -> str:
-    doc = _with_image(tmp_path, frontmatter="training:\n  sequence_len: 8")
+    doc = _with_image(tmp_path)
+    # `dlm init` wrote the base's recommended `training:` section: the budget goes in it
+    text = doc.read_text()
+    assert "\ntraining:\n" in text
+    doc.write_text(text.replace("\ntraining:\n", "\ntraining:\n  sequence_len: 8\n", 1))
     return run_dlm("train", doc).stderr
 
 
