@@ -22,8 +22,8 @@ import random
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -215,24 +215,35 @@ class Evaluator:
         # FSDP: gathers the root's parameters around generate (Ranks.whole_model)
         self.whole_model = whole_model or (lambda _model: nullcontext())
 
-    def score(self, examples: Sequence[TrainingExample], *, answers: bool = True) -> Score:
+    @contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        """Eval mode (no dropout) and no gradients, the model's mode restored after."""
         import torch
 
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
-                loss = self._loss(examples)
-                questions = [e for e in examples if e.kind is ExampleKind.QA and e.images]
-                em: float | None = None
-                f1: float | None = None
-                if answers and questions:
-                    got = [self.answer(e) for e in questions]
-                    pairs = list(zip(got, questions, strict=True))
-                    em = sum(exact_match(g, e.completion) for g, e in pairs) / len(pairs)
-                    f1 = sum(token_f1(g, e.completion) for g, e in pairs) / len(pairs)
+                yield
         finally:
             self.model.train(was_training)
+
+    def recalled(self, examples: Sequence[TrainingExample]) -> int:
+        """How many of ``examples`` the model answers exactly (greedy)."""
+        with self._eval_mode():
+            return sum(exact_match(self.answer(e), e.completion) for e in examples)
+
+    def score(self, examples: Sequence[TrainingExample], *, answers: bool = True) -> Score:
+        with self._eval_mode():
+            loss = self._loss(examples)
+            questions = [e for e in examples if e.kind is ExampleKind.QA and e.images]
+            em: float | None = None
+            f1: float | None = None
+            if answers and questions:
+                got = [self.answer(e) for e in questions]
+                pairs = list(zip(got, questions, strict=True))
+                em = sum(exact_match(g, e.completion) for g, e in pairs) / len(pairs)
+                f1 = sum(token_f1(g, e.completion) for g, e in pairs) / len(pairs)
         return Score(len(examples), loss, em, f1, len(questions) if answers else 0)
 
     def _loss(self, examples: Sequence[TrainingExample]) -> float | None:

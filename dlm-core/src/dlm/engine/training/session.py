@@ -454,16 +454,11 @@ class TrainingSession:
 
     def _verdict(self, outcome: RunOutcome, evaluator: Any) -> Any:
         """Did the run learn: its losses, held-out scores, and a few training answers asked back."""
-        from dlm.engine.training.evaluation import exact_match, recall_probes, verdict
+        from dlm.engine.training.evaluation import recall_probes, verdict
 
         settings = self.inputs.prepared.doc.frontmatter.training
         probes = recall_probes(self.inputs.examples, settings.seed)
-        was_training = evaluator.model.training
-        evaluator.model.eval()
-        try:
-            recalled = sum(exact_match(evaluator.answer(e), e.completion) for e in probes)
-        finally:
-            evaluator.model.train(was_training)
+        recalled = evaluator.recalled(probes)
         return verdict(
             [row["loss"] for row in outcome.rows if "loss" in row],
             recalled,
