@@ -97,9 +97,10 @@ def fsdp_units(model: Any) -> list[Any]:
 
 def inputs_fingerprint(examples: Sequence[Any], plan: Any, seed: int) -> str:
     """What every process must agree on before training together."""
-    rows = [[e.section_id, e.prompt, e.completion, [r.sha256 for r in e.images]] for e in examples]
+    from dlm.engine.document.examples import identity_rows
+
     data = {
-        "examples": rows,
+        "examples": identity_rows(examples),
         "micro_batch": plan.micro_batch,
         "grad_accum": plan.grad_accum,
         "strategy": plan.strategy,

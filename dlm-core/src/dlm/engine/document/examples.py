@@ -13,6 +13,7 @@ Nothing is dropped silently: every section gets a :class:`SectionOutcome`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -195,6 +196,12 @@ def build_examples(
                     )
                 )
     return ExampleSet(tuple(examples), tuple(outcomes))
+
+
+def identity_rows(examples: Sequence[TrainingExample]) -> list[list[Any]]:
+    """What makes the examples what they are, in order (section, prompt, answer, image
+    hashes): hashed where processes must agree on them or a resumed run must match."""
+    return [[e.section_id, e.prompt, e.completion, [r.sha256 for r in e.images]] for e in examples]
 
 
 def with_image_refs(

@@ -65,8 +65,9 @@ _NOT_FINGERPRINTED = ("report_to", "checkpoint_every", "sources")
 
 
 def _examples_hash(examples: Sequence[Any]) -> str:
-    rows = [[e.section_id, e.prompt, e.completion, [r.sha256 for r in e.images]] for e in examples]
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+    from dlm.engine.document.examples import identity_rows
+
+    return hashlib.sha256(json.dumps(identity_rows(examples)).encode()).hexdigest()
 
 
 def run_fingerprint(
